@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import functools
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from .files import atomic_path
 
 __all__ = [
     "colorize_heatmap",
@@ -186,21 +187,8 @@ def overlay_heatmap(
 
 
 def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write ``array`` as a PNG atomically, so a crash or a reader never sees a half-written file.
-
-    The image is encoded to a temporary file in the target directory and moved into place with
-    ``os.replace``; parent directories are created as needed.  Returns the final path.
-    """
+    """Write ``array`` as a PNG atomically (see ``files.atomic_path``); returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Exclusive create with the default mode (unlike mkstemp's 0600) so the umask applies and
-    # the PNG stays readable by e.g. a web server, as a plain write would have left it.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            Image.fromarray(np.ascontiguousarray(array)).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
     return path
