@@ -14,13 +14,14 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Collection
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorsError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from .errors import UserError
@@ -53,16 +54,21 @@ def save_weights(path: Path, nets: dict[str, nn.Module], model: str, arch: Any, 
         save_file(_flatten(nets), str(tmp), metadata=meta)
 
 
-def load_weights(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, str]]:
-    """Read one of our weight files: per-network state_dicts and the metadata."""
+def load_weights(path: Path, nets: Collection[str] | None = None
+                 ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, str]]:
+    """Read one of our weight files: per-network state_dicts and the metadata.
+
+    ``nets`` limits reading to those networks (inference needs one generator, not all six).
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights file not found: {path}")
     try:
         with safe_open(str(path), "pt") as fh:
             meta = fh.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorsError, ValueError, OSError) as exc:
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()
+                       if nets is None or key.partition(".")[0] in nets}
+    except (SafetensorError, ValueError, OSError) as exc:
         raise UserError(f"{path} is not a readable safetensors file ({exc})") from None
     if meta.get("format") != FORMAT:
         raise UserError(f"{path} is a safetensors file but not an unpaired checkpoint (no '{FORMAT}' metadata)")

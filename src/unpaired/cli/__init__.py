@@ -14,7 +14,7 @@ import sys
 
 from ..errors import UserError
 
-COMMANDS = ("train", "test", "demo", "import_official")
+COMMANDS = ("train", "import_official")
 
 
 class _Parser(argparse.ArgumentParser):
