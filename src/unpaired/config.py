@@ -109,8 +109,8 @@ def validate(cfg: UGATITConfig) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
-    """Read a config file into a dict of known option names, refusing unknown keys."""
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; one-line errors for missing or malformed files."""
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except FileNotFoundError:
@@ -119,6 +119,12 @@ def load_yaml(path: Path) -> dict[str, Any]:
         raise UserError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise UserError(f"config file {path} must hold a mapping of option: value")
+    return raw
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Read a U-GAT-IT config file into a dict of known option names, refusing unknown keys."""
+    raw = read_yaml_mapping(path)
     known = {f.name for f in fields(UGATITConfig)}
     unknown = sorted(set(raw) - known)
     if unknown:

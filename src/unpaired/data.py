@@ -18,7 +18,7 @@ import hashlib
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,25 +49,25 @@ Transform = Callable[[Image.Image, torch.Generator | None], torch.Tensor]
 # ----------------------------------------------------------------------------- file listing
 
 
-def list_images(folder: Path) -> list[Path]:
+def list_images(folder: Path, extensions: Collection[str] = IMAGE_EXTENSIONS) -> list[Path]:
     """All image files under `folder`, recursively, in a platform-independent order.
 
     Sorting by the relative POSIX path makes the index -> file mapping (and so every seeded
     permutation) identical on every machine. Hidden files and folders (".DS_Store",
     ".ipynb_checkpoints") are skipped silently; other non-image files get one warning each so
-    a mistyped extension is noticed.
+    a mistyped extension is noticed. `extensions` widens what counts (translate takes videos).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"missing folder {folder}")
     images = []
     for path in sorted(_visible_files(folder), key=lambda p: p.relative_to(folder).as_posix()):
-        if path.suffix.lower() in IMAGE_EXTENSIONS:
+        if path.suffix.lower() in extensions:
             images.append(path)
         else:
             logger.warning("skipping %s: not an image file", path)
     if not images:
-        raise UserError(f"no images in {folder} (expected image files: {_extension_list()})")
+        raise UserError(f"no images in {folder} (expected image files: {_extension_list(extensions)})")
     return images
 
 
@@ -80,9 +80,9 @@ def _visible_files(folder: Path) -> Iterator[Path]:
                 yield Path(directory) / name
 
 
-def _extension_list() -> str:
+def _extension_list(extensions: Collection[str]) -> str:
     """Readable list of accepted extensions for error messages."""
-    return ", ".join(sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS))
+    return ", ".join(sorted(ext.lstrip(".") for ext in extensions))
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -97,8 +97,12 @@ def load_rgb(path: Path) -> Image.Image:
     """
     with Image.open(path) as image:
         image.load()
-        image = ImageOps.exif_transpose(image)
-    return _flatten_alpha(_to_8bit(image))
+        return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """`load_rgb` for an image already in memory (the Python API takes PIL images too)."""
+    return _flatten_alpha(_to_8bit(ImageOps.exif_transpose(image)))
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:

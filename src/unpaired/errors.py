@@ -4,6 +4,17 @@ The CLI turns it into a single line on stderr and exit code 2, so every module r
 instead of printing and exiting itself.
 """
 
+import importlib
+from types import ModuleType
+
 
 class UserError(Exception):
     """A problem with the user's input, reported as one line without a traceback."""
+
+
+def import_optional(module: str, extra: str, purpose: str) -> ModuleType:
+    """Import an optional dependency, or fail with the one pip command that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(f"{purpose} needs the '{module}' package: pip install 'unpaired[{extra}]'") from None

@@ -14,7 +14,7 @@ import sys
 
 from ..errors import UserError
 
-COMMANDS = ("train", "import_official")
+COMMANDS = ("train", "test", "demo", "import_official", "prepare_faces", "translate", "export", "eval", "plot")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"{__name__}.{module_name}")
         cmd = sub.add_parser(module_name.replace("_", "-"), help=module.HELP, description=module.HELP)
         module.add_arguments(cmd)
-        cmd.set_defaults(run=module.run)
+        cmd.set_defaults(handler=module.run)
     return parser
 
 
@@ -41,10 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        if not getattr(args, "run", None):
+        if not getattr(args, "handler", None):
             parser.print_help()
             return 2
-        return args.run(args) or 0
+        return args.handler(args) or 0
     except UserError as exc:
         print(f"unpaired: error: {exc}", file=sys.stderr)
         return 2

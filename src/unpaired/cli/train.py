@@ -7,7 +7,8 @@ import dataclasses
 import typing
 from pathlib import Path
 
-from ..config import UGATITConfig, build_config, load_yaml
+from ..config import UGATITConfig
+from ..errors import UserError
 
 HELP = "train U-GAT-IT on DIR/{trainA,trainB,testA,testB}, or continue a run with --resume"
 
@@ -44,29 +45,63 @@ OPTION_HELP = {
     "num_workers": "data-loading worker processes (default: up to 4)",
     "n_samples": "train and test images per sample grid",
 }
+# StarGAN v2 options (`--model stargan_v2`).
+OPTION_HELP.update({
+    "preset": "StarGAN v2 loss weights of the paper for this kind of data: celeba_hq or afhq",
+    "style_dim": "StarGAN v2 style code size", "latent_dim": "StarGAN v2 latent code size",
+    "max_conv_dim": "StarGAN v2 widest conv layer", "w_hpf": "StarGAN v2 high-pass filter weight (> 0 needs --fan-weights)",
+    "fan_weights": "StarGAN v2 face-landmark network weights (official wing.ckpt), for --w-hpf > 0",
+"lambda_reg": "StarGAN v2 R1 weight",
+    "lambda_cyc": "StarGAN v2 cycle weight", "lambda_sty": "StarGAN v2 style reconstruction weight",
+    "lambda_ds": "StarGAN v2 diversity-sensitive weight (decays linearly to 0)",
+    "ds_iter": "StarGAN v2 iterations over which lambda_ds decays", "f_lr": "StarGAN v2 mapping-network learning rate",
+    "beta1": "StarGAN v2 Adam beta1", "beta2": "StarGAN v2 Adam beta2", "ema_beta": "StarGAN v2 EMA decay",
+    "randcrop_prob": "StarGAN v2 probability of a random resized crop",
+    "val_batch_size": "StarGAN v2 validation images per sample grid",
+    "num_outs_per_domain": "StarGAN v2 outputs per input for evaluation",
+})
+DERIVED = {"domains"}  # filled in from the data, recorded in config.yaml, never given
 ALIASES = {"iters": ["--iteration"], "data": ["--dataset"], "out": ["--result-dir"]}
-CHOICES = {"model": ["ugatit"], "precision": ["fp32", "bf16", "fp16"]}
+CHOICES = {"precision": ["fp32", "bf16", "fp16"], "preset": ["celeba_hq", "afhq"]}
 
 
-def _flag_type(field: dataclasses.Field):
+def _config_fields() -> dict[str, tuple[dataclasses.Field, type]]:
+    """Every option of every model's config, once (first definition wins), with its config class."""
+    from ..train.recipes import config_classes
+
+    found: dict[str, tuple[dataclasses.Field, type]] = {}
+    for cls in config_classes().values():
+        for field in dataclasses.fields(cls):
+            if field.name not in DERIVED:
+                found.setdefault(field.name, (field, cls))
+    return found
+
+
+def _flag_type(field: dataclasses.Field, cls: type):
     """The Python type a flag parses to, from the field's annotation ('int | None' → int)."""
-    hints = typing.get_type_hints(UGATITConfig)[field.name]
+    hints = typing.get_type_hints(cls)[field.name]
     args = [a for a in typing.get_args(hints) if a is not type(None)]
-    return args[0] if args else hints
+    kind = args[0] if args else hints
+    return str if typing.get_origin(kind) is list else kind
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per UGATITConfig field; defaults stay None so only explicit flags override."""
-    for field in dataclasses.fields(UGATITConfig):
-        flags = [f"--{field.name.replace('_', '-')}", *ALIASES.get(field.name, [])]
-        kind = _flag_type(field)
-        default = field.default
-        text = f"{OPTION_HELP[field.name]} (default: {default})"
-        if kind is bool:
-            parser.add_argument(*flags, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+    """One flag per config field; defaults stay None so only explicit flags override."""
+    from ..train.recipes import RECIPES
+
+    for name, (field, cls) in _config_fields().items():
+        flags = [f"--{name.replace('_', '-')}", *ALIASES.get(name, [])]
+        kind = _flag_type(field, cls)
+        default = field.default if field.default is not dataclasses.MISSING else None
+        text = f"{OPTION_HELP[name]} (default: {default})"
+        if name == "model":
+            parser.add_argument(*flags, dest=name, choices=list(RECIPES), default=None,
+                                help="which model to train (default: ugatit)")
+        elif kind is bool:
+            parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            parser.add_argument(*flags, dest=field.name, type=kind, default=None, choices=CHOICES.get(field.name),
-                                metavar=field.name.upper() if field.name not in CHOICES else None, help=text)
+            parser.add_argument(*flags, dest=name, type=kind, default=None, choices=CHOICES.get(name),
+                                metavar=name.upper() if name not in CHOICES else None, help=text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,20 +109,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML file of options; flags given on the command line win")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its newest complete checkpoint")
+    parser.add_argument("--auto-resume", action="store_true",
+                        help="resume if --out already holds a run, else start it (for torchrun --max-restarts "
+                             "and job schedulers that restart the same command)")
 
 
 def requested_options(args: argparse.Namespace) -> dict:
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(UGATITConfig)}
+    return {name: getattr(args, name) for name in _config_fields() if getattr(args, name) is not None}
 
 
 def run(args: argparse.Namespace) -> int:
     from ..train.loop import Training
+    from ..train.recipes import recipe_for
 
-    base = load_yaml(args.config) if args.config else None
+    base = load_yaml_any(args.config) if args.config else None
     requested = requested_options(args)
-    if args.resume:
-        overrides = {**(base or {}), **{k: v for k, v in requested.items() if v is not None}}
-        Training(UGATITConfig(out=overrides.get("out")), resume=True, requested=overrides).run()
-    else:
-        Training(build_config(requested, base)).run()
+    out = requested.get("out") or (base or {}).get("out")
+    if args.resume or (args.auto_resume and out and (Path(out) / "config.yaml").is_file()):
+        overrides = {**(base or {}), **requested}
+        Training(UGATITConfig(out=out), resume=True, requested=overrides).run()
+        return 0
+    recipe = recipe_for(requested.get("model") or (base or {}).get("model") or "ugatit")
+    known = {f.name for f in dataclasses.fields(recipe.config_cls)}
+    for name in (*requested, *(base or {})):
+        if name not in known:
+            raise UserError(f"--{name.replace('_', '-')} is not an option of --model {recipe.config_cls().model}")
+    Training(recipe.make_config(requested, base)).run()
     return 0
+
+
+def load_yaml_any(path: Path) -> dict:
+    """A config file's options, checked against every model's option names."""
+    from ..config import read_yaml_mapping
+    raw = read_yaml_mapping(path)
+    unknown = sorted(set(raw) - set(_config_fields()))
+    if unknown:
+        raise UserError(f"config file {path}: unknown option(s) {', '.join(unknown)}")
+    return raw

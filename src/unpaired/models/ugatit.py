@@ -8,6 +8,7 @@ official code are opt-in switches (see ``Discriminator(fix_cam_weight=...)``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -76,7 +77,7 @@ class ResnetGenerator(nn.Module):
         x, cam_logit, heatmap = cam_attention(x, self.gap_fc, self.gmp_fc, self.conv1x1, self.relu,
                                               weight_of=lambda fc: fc.weight)
         z = nn.functional.adaptive_avg_pool2d(x, 1) if self.light else x
-        z = self.FC(z.view(z.shape[0], -1))
+        z = self.FC(z.reshape(z.shape[0], -1))  # reshape: also valid for channels_last
         gamma, beta = self.gamma(z), self.beta(z)
         for block in self.bottleneck_blocks():
             x = block(x, gamma, beta)
@@ -160,14 +161,18 @@ def build_generator(arch: UGATITArch) -> ResnetGenerator:
     return ResnetGenerator(arch.img_ch, arch.img_ch, arch.ch, arch.n_res, arch.img_size, arch.light)
 
 
-def build_ugatit(arch: UGATITArch) -> dict[str, nn.Module]:
-    """The six networks, created in the official order (genA2B, genB2A, disGA, disGB, disLA, disLB)."""
+def build_ugatit(arch: UGATITArch,
+                 generator: Callable[[UGATITArch], nn.Module] = build_generator) -> dict[str, nn.Module]:
+    """The six networks, created in the official order (genA2B, genB2A, disGA, disGB, disLA, disLB).
+
+    ``generator`` builds the two generators; photo2cartoon passes its own and keeps these discriminators.
+    """
     def discriminator(n_layers: int) -> Discriminator:
         return Discriminator(arch.img_ch, arch.ch, n_layers, arch.fix_d_cam_weight)
 
     return {
-        "genA2B": build_generator(arch),
-        "genB2A": build_generator(arch),
+        "genA2B": generator(arch),
+        "genB2A": generator(arch),
         "disGA": discriminator(arch.global_layers),
         "disGB": discriminator(arch.global_layers),
         "disLA": discriminator(arch.local_layers),

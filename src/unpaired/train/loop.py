@@ -1,10 +1,11 @@
-"""The training loop shared by the two-domain models: run directory, resume, logs, grids, checkpoints.
+"""The training loop shared by every model: run directory, resume, logs, grids, checkpoints, DDP.
 
-It knows nothing of a model's losses: it asks the trainer for one ``step(real_A, real_B)``,
-logs what comes back, draws sample grids with the generators and checkpoints everything.
-Resuming is exact: the data streams are a pure function of (seed, step), and the checkpoint
-holds the networks, optimisers (with the current learning rate) and RNG states, so a run that
-is killed and resumed produces the same losses as one that never stopped (CPU, deterministic).
+It knows nothing of a model's losses: a recipe (``train/recipes.py``) builds the networks, the
+trainer and the batches; the loop calls ``trainer.step(*batch)``, logs what comes back, asks the
+recipe for sample grids and checkpoints everything. Resuming is exact: the data streams are a
+pure function of (seed, step), and the checkpoint holds the networks, optimisers (with the
+current learning rate) and RNG states, so a run that is killed and resumed produces the same
+losses as one that never stopped (CPU, deterministic).
 """
 
 from __future__ import annotations
@@ -15,37 +16,24 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from .. import checkpoint as ckpt
-from ..config import UGATITConfig, load_yaml, resolve_n_dis, save_yaml, validate
-from ..data import DomainStream, TwoDomainData, default_num_workers, open_dataset
+from ..config import read_yaml_mapping, save_yaml
+from ..data import default_num_workers
 from ..errors import UserError
 from ..files import atomic_path
-from ..models.ugatit import build_ugatit
-from ..nn import AdaILN, ILN
-from ..viz import make_grid, sample_column, save_png
-from .ugatit import UGATITTrainer, official_lr
+from ..runtime import Runtime
+from ..viz import save_png
+from .recipes import recipe_for
 
 log = logging.getLogger("unpaired")
 
 # Options that may change when a run is resumed; every other option is part of the run's identity.
 RESUMABLE_OPTIONS = {"iters", "print_freq", "save_freq", "log_freq", "keep_checkpoints", "device", "num_workers",
-                     "precision", "benchmark_flag", "deterministic", "data", "n_samples", "out"}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name} asked for, but no CUDA device is available (use --device cpu)")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
+                     "precision", "benchmark_flag", "deterministic", "data", "n_samples", "out", "val_batch_size"}
 
 
 @dataclass
@@ -65,7 +53,15 @@ class RunPaths:
         return self.root / "logs"
 
 
-def merge_for_resume(saved: UGATITConfig, requested: dict) -> tuple[UGATITConfig, list[str]]:
+def load_saved_config(paths: RunPaths):
+    """The run's resolved config, as the dataclass of the model it was made with."""
+    if not paths.config.is_file():
+        raise UserError(f"cannot resume: {paths.config} not found (is {paths.root} a run directory?)")
+    raw = read_yaml_mapping(paths.config)
+    return recipe_for(raw.get("model", "ugatit")).config_cls(**raw)
+
+
+def merge_for_resume(saved, requested: dict):
     """The saved config with the explicitly requested runtime changes; refuse identity changes."""
     merged, notes = saved.to_dict(), []
     for name, value in requested.items():
@@ -76,55 +72,7 @@ def merge_for_resume(saved: UGATITConfig, requested: dict) -> tuple[UGATITConfig
                             f"{name}={merged.get(name)!r} (start a new run with another --out)")
         notes.append(f"{name}: {merged.get(name)!r} -> {value!r}")
         merged[name] = value
-    return UGATITConfig(**merged), notes
-
-
-def load_saved_config(paths: RunPaths) -> UGATITConfig:
-    if not paths.config.is_file():
-        raise UserError(f"cannot resume: {paths.config} not found (is {paths.root} a run directory?)")
-    return UGATITConfig(**load_yaml(paths.config))
-
-
-def rho_stats(nets: dict[str, torch.nn.Module]) -> dict[str, float]:
-    """Mean ρ of the AdaILN and ILN layers of each generator (how IN vs LN the decoder is)."""
-    stats = {}
-    for name in ("genA2B", "genB2A"):
-        for kind, cls in (("adailn", AdaILN), ("iln", ILN)):
-            values = [m.rho.detach().float().mean() for m in nets[name].modules() if isinstance(m, cls)]
-            if values:
-                stats[f"{name}_{kind}"] = torch.stack(values).mean().item()
-    return stats
-
-
-class SampleGrids:
-    """Official 7-row sample grids over a fixed set of train and test images per domain.
-
-    The official code steals fresh training batches for every grid; fixed images make grids
-    comparable across steps and leave the training stream untouched.
-    """
-
-    def __init__(self, data: TwoDomainData, n: int, device: torch.device):
-        def pick(dataset, count):
-            idx = np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int)
-            items = [dataset[(int(i), 0)] for i in idx]  # fixed augmentation seed: same crops every grid
-            return torch.stack([x[0] if isinstance(x, tuple) else x for x in items]).to(device)
-
-        self.real = {"A": torch.cat([pick(data.train_a, n), pick(data.test_a, n)]),
-                     "B": torch.cat([pick(data.train_b, n), pick(data.test_b, n)])}
-
-    @torch.no_grad()
-    def render(self, gens: dict[str, torch.nn.Module]) -> dict[str, np.ndarray]:
-        grids = {}
-        for x, y in (("A", "B"), ("B", "A")):
-            to_y, to_x = gens[f"gen{x}2{y}"], gens[f"gen{y}2{x}"]
-            columns = []
-            for real in self.real[x].split(1):
-                ident, _, ident_hm = to_x(real)
-                fake, _, fake_hm = to_y(real)
-                cycle, _, cycle_hm = to_x(fake)
-                columns.append(sample_column(real[0], ident[0], ident_hm[0], fake[0], fake_hm[0], cycle[0], cycle_hm[0]))
-            grids[f"{x}2{y}"] = make_grid(columns)
-        return grids
+    return type(saved)(**merged), notes
 
 
 def _rng_state() -> dict:
@@ -141,9 +89,9 @@ def _restore_rng(state: dict) -> None:
 
 
 class Training:
-    """One training run of a two-domain model: set up (fresh or resumed), then ``run()``."""
+    """One training run: set up (fresh or resumed) from a model's config, then ``run()``."""
 
-    def __init__(self, cfg: UGATITConfig, resume: bool = False, requested: dict | None = None):
+    def __init__(self, cfg, resume: bool = False, requested: dict | None = None):
         if cfg.out is None:
             raise UserError("--out RUN_DIR is required (where checkpoints, samples and logs go)")
         self.paths = RunPaths(Path(cfg.out))
@@ -159,26 +107,38 @@ class Training:
                 log.info(f"resume: no complete checkpoint in {self.paths.root}, starting from step 0")
         elif ckpt.list_checkpoints(self.paths.root):
             raise UserError(f"{self.paths.root} already holds a run: add --resume to continue it, or choose another --out")
-        if cfg.data is None:
-            raise UserError("--data DIR is required: a folder with trainA, trainB, testA, testB "
-                            "(or run `unpaired demo` to train on the built-in emoji data)")
-        note = resolve_n_dis(cfg)
-        if note:
+        self.recipe = recipe_for(cfg.model)
+        for note in self.recipe.prepare(cfg):
             log.info(note)
-        validate(cfg)
         self.cfg = cfg
-        self.device = resolve_device(cfg.device)
+        self.rt = Runtime.from_environment(cfg.device)
+        if self.rt.distributed and not self.recipe.supports_distributed:
+            raise UserError(f"--model {cfg.model} trains in a single process; run it without torchrun")
+        self.device = self.rt.device
         self._configure_torch()
-        self.data = open_dataset(Path(cfg.data), cfg.img_size)
+        self.data = self.recipe.open_data(cfg)
 
-        torch.manual_seed(cfg.seed)
-        self.nets = {name: net.to(self.device).train() for name, net in build_ugatit(cfg.arch()).items()}
-        self.trainer = UGATITTrainer(self.nets, cfg)
+        torch.manual_seed(cfg.seed)  # same seed on every rank: identical initial weights
+        self.nets = {name: net.to(self.device).train() for name, net in self.recipe.build_nets(cfg, self.data).items()}
+        self.trainer = self.recipe.make_trainer(self._wrap(self.nets), cfg, self.nets)
         if latest is not None:
             self._restore(latest)
-        self.paths.root.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.paths.config) as tmp:
-            save_yaml(cfg, tmp)
+        if self.rt.is_main:
+            self.paths.root.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.paths.config) as tmp:
+                save_yaml(cfg, tmp)
+
+    def _wrap(self, nets: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
+        """DistributedDataParallel around every trained network when several processes train together.
+
+        Buffers are not synchronised per forward: the only ones are the spectral-norm vectors,
+        which depend on the (synchronised) weights alone and so stay identical on every rank.
+        """
+        if not self.rt.distributed:
+            return nets
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return {name: DDP(net, device_ids=ids, forward_sync_buffers=False) for name, net in nets.items()}
 
     def _configure_torch(self) -> None:
         if self.cfg.deterministic:
@@ -195,16 +155,9 @@ class Training:
         _restore_rng(state["rng"])
         self.start_step = int(state["step"])
         if state["iters"] != self.cfg.iters:
-            lr = official_lr(self.start_step, self.cfg.lr, self.cfg.iters, self.cfg.decay_flag)
-            self.trainer.set_lr(lr)
-            log.info(f"resume: run length changed from {state['iters']} to {self.cfg.iters} iterations; "
-                     f"the learning-rate schedule now follows the new total (lr {lr:.3g} at step {self.start_step})")
+            change = self.recipe.reschedule(self.trainer, self.cfg, self.start_step)
+            log.info(f"resume: run length changed from {state['iters']} to {self.cfg.iters} iterations; {change}")
         log.info(f"resumed from {folder} (step {self.start_step})")
-
-    def _stream(self, dataset, stream_id: int) -> DomainStream:
-        workers = default_num_workers() if self.cfg.num_workers is None else self.cfg.num_workers
-        return DomainStream(dataset, self.cfg.batch_size, self.cfg.seed, stream_id, start_batch=self.start_step,
-                            num_workers=workers, pin_memory=self.device.type == "cuda")
 
     def save(self, step: int) -> Path:
         """Checkpoint ``step``; on a write failure (disk full) stop and point at the one kept."""
@@ -222,35 +175,46 @@ class Training:
         if self.start_step >= cfg.iters:
             log.info(f"nothing to do: the run is at step {self.start_step} of {cfg.iters} (raise --iters to extend it)")
             return self.paths.root
-        grids = SampleGrids(self.data, cfg.n_samples, self.device)
-        writer = SummaryWriter(str(self.paths.logs))
-        stream_a, stream_b = self._stream(self.data.train_a, 0), self._stream(self.data.train_b, 1)
-        bar = tqdm(total=cfg.iters, initial=self.start_step, desc="train", dynamic_ncols=True)
+        main = self.rt.is_main
+        grids = self.recipe.grids(self.data, cfg, self.device) if main else None
+        writer = SummaryWriter(str(self.paths.logs)) if main else None
+        workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
+        batches = self.recipe.batches(self.data, cfg, self.start_step, self.rt.rank, self.rt.world_size, workers,
+                                      self.device)
+        bar = tqdm(total=cfg.iters, initial=self.start_step, desc="train", dynamic_ncols=True, disable=not main)
         tick, tick_step = time.perf_counter(), self.start_step
         try:
-            for step, real_a, real_b in zip(range(self.start_step + 1, cfg.iters + 1), stream_a, stream_b):
+            for step, batch in zip(range(self.start_step + 1, cfg.iters + 1), batches):
                 self.trainer.decay_lr(step)
-                result = self.trainer.step(real_a.to(self.device, non_blocking=True),
-                                           real_b.to(self.device, non_blocking=True))
+                result = self.trainer.step(*batch)
                 bar.update(1)
                 last = step == cfg.iters
                 if step % cfg.log_freq == 0 or step % cfg.save_freq == 0 or last:
-                    losses = result.floats()
+                    losses = self._mean_losses(result)
                     self._check_finite(step, losses)
                     speed = (step - tick_step) / (time.perf_counter() - tick)
                     tick, tick_step = time.perf_counter(), step
-                    self._log(writer, step, losses, speed)
-                    bar.set_postfix(d=f"{losses['Discriminator_loss']:.3f}", g=f"{losses['Generator_loss']:.3f}")
-                if step % cfg.print_freq == 0 or last:
+                    if main:
+                        self._log(writer, step, losses, speed)
+                        bar.set_postfix({k.split("/")[-1]: f"{losses[k]:.3f}" for k in self.recipe.progress_keys})
+                if main and (step % cfg.print_freq == 0 or last):
                     self._write_grids(writer, grids, step)
-                if step % cfg.save_freq == 0 or last:
+                if main and (step % cfg.save_freq == 0 or last):
                     self.save(step)
         finally:
             bar.close()
-            writer.close()
-        log.info(f"done: {self.paths.root} (checkpoints in {ckpt.checkpoint_dir(self.paths.root)}, "
-                 f"samples in {self.paths.samples})")
+            if writer:
+                writer.close()
+            self.rt.shutdown()
+        if main:
+            log.info(f"done: {self.paths.root} (checkpoints in {ckpt.checkpoint_dir(self.paths.root)}, "
+                     f"samples in {self.paths.samples})")
         return self.paths.root
+
+    def _mean_losses(self, result) -> dict[str, float]:
+        """Loss terms averaged over all processes (every rank calls this at the same steps)."""
+        values = self.rt.mean(torch.stack([v.float() for v in result.losses.values()]))
+        return dict(zip(result.losses, values.tolist()))
 
     def _check_finite(self, step: int, losses: dict[str, float]) -> None:
         bad = sorted(name for name, value in losses.items() if not math.isfinite(value))
@@ -264,16 +228,11 @@ class Training:
         for name, value in losses.items():
             writer.add_scalar(f"loss/{name}", value, step)
         writer.add_scalar("lr", self.trainer.lr, step)
-        for name, value in rho_stats(self.nets).items():
-            writer.add_scalar(f"rho/{name}", value, step)
+        for name, value in self.recipe.scalars(self.nets).items():
+            writer.add_scalar(name, value, step)
         writer.add_scalar("speed/it_per_s", speed, step)
 
-    def _write_grids(self, writer: SummaryWriter, grids: SampleGrids, step: int) -> None:
-        gens = {name: self.nets[name].eval() for name in ("genA2B", "genB2A")}
-        try:
-            for direction, grid in grids.render(gens).items():
-                save_png(grid, self.paths.samples / f"{direction}_{step:07d}.png")
-                writer.add_image(f"samples/{direction}", grid, step, dataformats="HWC")
-        finally:
-            for net in gens.values():
-                net.train()
+    def _write_grids(self, writer: SummaryWriter, grids, step: int) -> None:
+        for name, grid in grids.render(self.nets).items():
+            save_png(grid, self.paths.samples / f"{name}_{step:07d}.png")
+            writer.add_image(f"samples/{name}", grid, step, dataformats="HWC")

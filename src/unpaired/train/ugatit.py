@@ -63,7 +63,8 @@ class UGATITTrainer:
     """Holds the six networks and two Adam optimisers; ``step()`` runs one D update then one G update.
 
     ``nets`` may hold wrapped modules (DistributedDataParallel, compiled); ``raw`` must then hold
-    the plain modules, used for ρ clipping, freezing and checkpoints.
+    the plain modules, used for ρ clipping, freezing, the frozen-D forwards of the G step and
+    checkpoints.
     """
 
     def __init__(self, nets: dict[str, nn.Module], cfg: UGATITConfig, raw: dict[str, nn.Module] | None = None):
@@ -101,11 +102,11 @@ class UGATITTrainer:
             return contextlib.nullcontext()
         return torch.autocast(self._device_type, dtype=self._autocast_dtype)
 
-    def _judge(self, prefix: str, image: torch.Tensor, domain: str) -> dict[str, torch.Tensor]:
+    def _judge(self, prefix: str, image: torch.Tensor, domain: str, nets: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
         """Global and local D of ``domain`` on ``image`` (one train-mode call each, SN advances)."""
         out = {}
         for scale in ("G", "L"):
-            logit, cam_logit, _ = self.nets[f"dis{scale}{domain}"](image)
+            logit, cam_logit, _ = nets[f"dis{scale}{domain}"](image)
             out[f"{prefix}_{scale}{domain}_logit"] = logit.float()
             out[f"{prefix}_{scale}{domain}_cam_logit"] = cam_logit.float()
         return out
@@ -164,9 +165,9 @@ class UGATITTrainer:
         """D update on real and detached fake images: real first, then fake, per D (SN advances)."""
         self.D_optim.zero_grad()
         with self._autocast():
-            d_out = {**self._judge("real", t["real_A"], "A"), **self._judge("real", t["real_B"], "B"),
-                     **self._judge("fake", t["fake_B2A"].detach(), "A"),
-                     **self._judge("fake", t["fake_A2B"].detach(), "B")}
+            d_out = {**self._judge("real", t["real_A"], "A", self.nets), **self._judge("real", t["real_B"], "B", self.nets),
+                     **self._judge("fake", t["fake_B2A"].detach(), "A", self.nets),
+                     **self._judge("fake", t["fake_A2B"].detach(), "B", self.nets)}
         losses = self._discriminator_losses(d_out)
         self.scaler.scale(losses["Discriminator_loss"]).backward()
         self.scaler.step(self.D_optim)
@@ -186,8 +187,9 @@ class UGATITTrainer:
                 t["fake_B2A2B"] = nets["genA2B"](t["fake_B2A"])[0]
                 t["fake_A2A"], cam_A2A, _ = nets["genB2A"](t["real_A"])
                 t["fake_B2B"], cam_B2B, _ = nets["genA2B"](t["real_B"])
-                t.update(self._judge("fake", t["fake_B2A"], "A"))
-                t.update(self._judge("fake", t["fake_A2B"], "B"))
+                # The frozen Ds run unwrapped: under DDP a wrapped D would wait for grads it never gets.
+                t.update(self._judge("fake", t["fake_B2A"], "A", self.raw))
+                t.update(self._judge("fake", t["fake_A2B"], "B", self.raw))
             t["fake_A2A_cam_logit"], t["fake_B2B_cam_logit"] = cam_A2A.float(), cam_B2B.float()
             for key in ("fake_A2B", "fake_B2A", "fake_A2B2A", "fake_B2A2B", "fake_A2A", "fake_B2B"):
                 t[key] = t[key].float()

@@ -1,0 +1,41 @@
+"""``unpaired eval``: score a run's newest checkpoint on its data set's test images."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..evaluate import METRICS, KIDSettings, evaluate_run, parse_metrics, render_markdown
+
+HELP = "score a run on the test sets: KID, mean KID, FID and, with DIR/pairs.csv, L1, PSNR, SSIM, LPIPS"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", type=Path, required=True, help="run folder (its newest checkpoint is scored)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="data folder with testA, testB and optionally pairs.csv (default: the run's own)")
+    parser.add_argument("--direction", choices=("both", "A2B", "B2A"), default="both")
+    parser.add_argument("--metrics", type=parse_metrics, default=list(METRICS),
+                        help=f"comma-separated subset of {','.join(METRICS)} (default: all)")
+    parser.add_argument("--inception-weights", type=Path, default=None,
+                        help="local copy of torch-fidelity's weights-inception-2015-12-05-6726825d.pth "
+                             "(for offline machines; default: downloaded on first use)")
+    parser.add_argument("--lpips-weights", type=Path, default=None,
+                        help="local copy of torchvision's alexnet-owt-7be5be79.pth for the LPIPS backbone "
+                             "(for offline machines; default: downloaded on first use)")
+    parser.add_argument("--kid-subset-size", type=int, default=KIDSettings.subset_size,
+                        help="images per KID subset, capped at the set sizes (default 1000)")
+    parser.add_argument("--kid-subsets", type=int, default=KIDSettings.n_subsets, help="KID subsets (default 100)")
+    parser.add_argument("--seed", type=int, default=KIDSettings.seed, help="seed of the KID subset draws")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def run(args: argparse.Namespace) -> int:
+    directions = ("A2B", "B2A") if args.direction == "both" else (args.direction,)
+    report = evaluate_run(args.run, data=args.data, directions=directions, metrics=args.metrics,
+                          inception_weights=args.inception_weights, lpips_weights=args.lpips_weights,
+                          kid=KIDSettings(args.kid_subset_size, args.kid_subsets, args.seed),
+                          batch_size=args.batch_size, device=args.device)
+    print(render_markdown(report), end="")
+    return 0

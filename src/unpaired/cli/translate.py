@@ -1,0 +1,183 @@
+"""``unpaired translate``: translate image files, folders, glob patterns and videos with a trained model."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from ..data import DECODE_ERRORS, IMAGE_EXTENSIONS, list_images, load_rgb
+from ..errors import UserError
+from ..translate import DIRECTIONS, FITS, Translator
+from ..video import VIDEO_EXTENSIONS, is_video, output_suffix, translate_video
+from ..viz import save_png
+
+HELP = "translate images, folders, glob patterns and videos with a trained model"
+log = logging.getLogger("unpaired")
+
+SIZE_POLICY = """\
+sizes: the model works on SxS squares. --fit stretch (default, as the official test phase)
+resizes the whole picture to SxS; --fit pad scales its longer side to S and pads the shorter
+one by repeating edge pixels (no squashed faces), cropping the padding off the result.
+Results are SxS (stretch) or S on the longer side (pad); --keep-size resizes them to the
+input's exact width and height.
+videos (mp4, webm, mov, mkv, avi, animated gif) are translated frame by frame at the same
+frame rate into mp4 (gif stays gif); audio is dropped."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input file and the output name (relative, no suffix) its results are written under."""
+
+    source: Path
+    name: str
+    video: bool
+
+    def target(self, out: Path, tag: str = "") -> Path:
+        suffix = output_suffix(self.source) if self.video else ".png"
+        return out / f"{self.name}{tag}{suffix}"
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = SIZE_POLICY
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="run folder (newest checkpoint), weights .safetensors, official .pt or exported .onnx")
+    parser.add_argument("--input", nargs="+", required=True, metavar="PATH",
+                        help="image or video files, folders (searched recursively) or glob patterns")
+    parser.add_argument("--output", type=Path, required=True, metavar="DIR",
+                        help="folder for the results; names mirror the inputs' (images become .png)")
+    parser.add_argument("--direction", choices=list(DIRECTIONS), default=None,
+                        help="which generator to run (default A2B; an .onnx file holds one)")
+    parser.add_argument("--heatmap", action="store_true",
+                        help="also write <name>_heatmap.png: the attention map over the input")
+    parser.add_argument("--batch-size", type=positive_int, default=8,
+                        help="pictures (or video frames) per forward pass (default 8)")
+    parser.add_argument("--size", type=positive_int, default=None,
+                        help="model resolution S for a light model (default: its training size, "
+                             "256 for an official light .pt); full models run only at their own")
+    parser.add_argument("--keep-size", action="store_true", help="resize results to the inputs' width and height")
+    parser.add_argument("--fit", choices=FITS, default="stretch", help="how non-square inputs enter the model")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--precision", choices=("auto", "fp32", "fp16"), default="auto",
+                        help="fp16 on CUDA only (auto: fp16 on CUDA, fp32 on CPU)")
+
+
+# ----------------------------------------------------------------------------- input planning
+
+
+def _expand(arg: str, out: Path) -> list[Job]:
+    """The jobs one --input names: a file, a folder's media files, or a glob pattern's matches."""
+    path = Path(arg)
+    if path.is_dir():
+        media = list_images(path, IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
+        files = [p for p in media if out not in p.resolve().parents]  # not our own earlier results
+        return [Job(p, p.relative_to(path).with_suffix("").as_posix(), is_video(p)) for p in files]
+    if path.is_file():
+        return [Job(path, path.stem, is_video(path))]
+    if glob.has_magic(arg):
+        matches = [Path(m) for m in sorted(glob.glob(arg, recursive=True))]
+        if matches:
+            return [job for match in matches for job in _expand(str(match), out)]
+        raise UserError("no file matches this pattern")
+    raise UserError("no such file or folder")
+
+
+def plan(inputs: list[str], out: Path) -> tuple[list[Job], int]:
+    """Every job named by the inputs, each output name used once; returns (jobs, inputs skipped)."""
+    jobs: dict[Path, Job] = {}
+    skipped = 0
+    for arg in inputs:
+        try:
+            expanded = _expand(arg, out.resolve())
+        except UserError as exc:
+            log.warning(f"skipping {arg}: {exc}")
+            skipped += 1
+            continue
+        for job in expanded:
+            taken = jobs.get(job.target(out))
+            if taken is not None and taken.source.resolve() != job.source.resolve():
+                log.warning(f"skipping {job.source}: its result {job.target(out)} is already {taken.source}'s")
+                skipped += 1
+            else:
+                jobs[job.target(out)] = job
+    return list(jobs.values()), skipped
+
+
+# ----------------------------------------------------------------------------- translation
+
+
+def _options(args: argparse.Namespace) -> dict:
+    return {"batch_size": args.batch_size, "fit": args.fit, "keep_size": args.keep_size}
+
+
+def _translate_images(translator: Translator, jobs: list[Job], args: argparse.Namespace,
+                      progress: tqdm) -> int:
+    """Translate image jobs a batch at a time; an unreadable file is skipped with a message."""
+    done = 0
+    for start in range(0, len(jobs), args.batch_size):
+        loaded = []
+        for job in jobs[start:start + args.batch_size]:
+            try:
+                loaded.append((job, load_rgb(job.source)))
+            except DECODE_ERRORS as exc:
+                log.warning(f"skipping {job.source}: not a readable image ({exc})")
+                progress.update()
+        results = translator([image for _, image in loaded], **_options(args)) if loaded else []
+        for (job, _), result in zip(loaded, results):
+            save_png(np.asarray(result.image), job.target(args.output))
+            if args.heatmap:
+                save_png(np.asarray(result.overlay()), job.target(args.output, "_heatmap"))
+            done += 1
+            progress.update()
+    return done
+
+
+def _translate_videos(translator: Translator, jobs: list[Job], args: argparse.Namespace,
+                      progress: tqdm) -> int:
+    done = 0
+    for job in jobs:
+        heatmap = job.target(args.output, "_heatmap") if args.heatmap else None
+        try:
+            result = translate_video(translator, job.source, job.target(args.output),
+                                     heatmap_target=heatmap, **_options(args))
+        except UserError as exc:
+            log.warning(f"skipping {job.source}: {exc}")
+        else:
+            audio = " (audio dropped)" if result.dropped_audio else ""
+            log.info(f"{job.source} -> {job.target(args.output)}: {result.frames} frames at {result.rate} fps{audio}")
+            done += 1
+        progress.update()
+    return done
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.output.exists() and not args.output.is_dir():
+        raise UserError(f"--output {args.output} is a file, not a folder")
+    half = {"auto": None, "fp32": False, "fp16": True}[args.precision]
+    translator = Translator.from_checkpoint(args.checkpoint, args.direction, args.device, args.size, half)
+    jobs, skipped = plan(args.input, args.output)
+    images = [job for job in jobs if not job.video]
+    videos = [job for job in jobs if job.video]
+    with logging_redirect_tqdm(), tqdm(total=len(jobs), unit="file", disable=None) as progress:
+        done = _translate_images(translator, images, args, progress)
+        done += _translate_videos(translator, videos, args, progress)
+    skipped += len(jobs) - done
+    if not done:
+        raise UserError(f"nothing translated: all {skipped} input(s) were skipped")
+    log.info(f"translated {done} file(s) with {translator.direction} into {args.output}"
+             + (f"; skipped {skipped}" if skipped else ""))
+    return 0
