@@ -35,6 +35,8 @@ from torchvision.transforms import functional as TF
 from . import checkpoint as ckpt
 from .data import TestTransform, to_rgb
 from .errors import UserError, import_optional
+from .models.photo2cartoon import build_generator as build_photo2cartoon_generator
+from .models.photo2cartoon import infer_photo2cartoon_arch, load_official_photo2cartoon
 from .models.ugatit import build_generator
 from .runtime import resolve_device
 from .viz import colorize_heatmap, overlay_heatmap, to_uint8_image
@@ -55,6 +57,7 @@ class ModelKind:
 # One entry per model family that translate can run; the key is the weights' "model" metadata.
 MODELS: dict[str, ModelKind] = {
     "ugatit": ModelKind(ckpt.ugatit_arch, build_generator),
+    "photo2cartoon": ModelKind(ckpt.ugatit_arch, build_photo2cartoon_generator),
 }
 
 
@@ -137,8 +140,18 @@ def _read_ours(file: Path, net: str, img_size: int | None) -> tuple[str, Any, di
 
 
 def _read_official(file: Path, net: str, img_size: int | None) -> tuple[str, Any, dict[str, torch.Tensor]]:
-    states = ckpt.read_official(file)
-    return "ugatit", ckpt.infer_official_arch(states, img_size), states[net]
+    """An official U-GAT-IT checkpoint, or else the photo2cartoon authors' ``photo2cartoon_weights.pt``."""
+    try:
+        states = ckpt.read_official(file)
+        return "ugatit", ckpt.infer_official_arch(states, img_size), states[net]
+    except UserError as not_ugatit:
+        try:
+            states = load_official_photo2cartoon(file)
+        except UserError:
+            raise not_ugatit from None
+    if net not in states:
+        raise UserError(f"{file} has no {net} network (it holds {', '.join(states)})")
+    return "photo2cartoon", infer_photo2cartoon_arch(states, img_size), states[net]
 
 
 def load_generator(path: Path | str, direction: str = "A2B", img_size: int | None = None) -> LoadedGenerator:

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..config import UGATITConfig
 from ..errors import UserError
 
-HELP = "train U-GAT-IT on DIR/{trainA,trainB,testA,testB}, or continue a run with --resume"
+HELP = "train U-GAT-IT (or --model photo2cartoon / stargan_v2) on a dataset folder, or continue a run with --resume"
 
 # One help line per option; the flags themselves are generated from UGATITConfig's fields.
 OPTION_HELP = {
@@ -45,6 +45,12 @@ OPTION_HELP = {
     "num_workers": "data-loading worker processes (default: up to 4)",
     "n_samples": "train and test images per sample grid",
 }
+# photo2cartoon options (`--model photo2cartoon`).
+OPTION_HELP.update({
+    "face_id_weight": "photo2cartoon face-identity loss weight (needs --face-id-weights)",
+    "face_id_weights": "photo2cartoon MobileFaceNet weights (model_mobilefacenet.pth); without it the ID loss is off",
+    "rho_clipper": "photo2cartoon upper bound for every rho", "w_clipper": "photo2cartoon upper bound for the SoftAdaLIN blend weights",
+})
 # StarGAN v2 options (`--model stargan_v2`).
 OPTION_HELP.update({
     "preset": "StarGAN v2 loss weights of the paper for this kind of data: celeba_hq or afhq",

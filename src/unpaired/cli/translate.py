@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import logging
 from dataclasses import dataclass
@@ -72,6 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-size", action="store_true", help="resize results to the inputs' width and height")
     parser.add_argument("--fit", choices=FITS, default="stretch", help="how non-square inputs enter the model")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--faces", choices=("auto", "on", "off"), default="auto",
+                        help="detect, align and cut out the largest face first, like the training data of "
+                             "photo2cartoon (auto: on for photo2cartoon models; needs unpaired[faces])")
     parser.add_argument("--precision", choices=("auto", "fp32", "fp16"), default="auto",
                         help="fp16 on CUDA only (auto: fp16 on CUDA, fp32 on CPU)")
 
@@ -124,26 +128,48 @@ def _options(args: argparse.Namespace) -> dict:
     return {"batch_size": args.batch_size, "fit": args.fit, "keep_size": args.keep_size}
 
 
+def _face_preparer(translator: Translator, mode: str):
+    """A FacePreparer when faces are to be cut out first (photo2cartoon), else None."""
+    if mode == "off" or (mode == "auto" and translator.model != "photo2cartoon"):
+        return contextlib.nullcontext()
+    from ..faces import FacePreparer
+    return FacePreparer(translator.img_size, "white")
+
+
 def _translate_images(translator: Translator, jobs: list[Job], args: argparse.Namespace,
                       progress: tqdm) -> int:
-    """Translate image jobs a batch at a time; an unreadable file is skipped with a message."""
+    """Translate image jobs a batch at a time; an unreadable file or one without a face is skipped."""
     done = 0
-    for start in range(0, len(jobs), args.batch_size):
-        loaded = []
-        for job in jobs[start:start + args.batch_size]:
-            try:
-                loaded.append((job, load_rgb(job.source)))
-            except DECODE_ERRORS as exc:
-                log.warning(f"skipping {job.source}: not a readable image ({exc})")
-                progress.update()
-        results = translator([image for _, image in loaded], **_options(args)) if loaded else []
-        for (job, _), result in zip(loaded, results):
-            save_png(np.asarray(result.image), job.target(args.output))
-            if args.heatmap:
-                save_png(np.asarray(result.overlay()), job.target(args.output, "_heatmap"))
-            done += 1
-            progress.update()
+    with _face_preparer(translator, args.faces) as faces:
+        for start in range(0, len(jobs), args.batch_size):
+            loaded = _load_batch(jobs[start:start + args.batch_size], faces, progress)
+            done += _write_batch(translator, loaded, args, progress)
     return done
+
+
+def _load_batch(jobs: list[Job], faces, progress: tqdm) -> list[tuple[Job, object]]:
+    loaded = []
+    for job in jobs:
+        try:
+            image = load_rgb(job.source)
+            loaded.append((job, faces.largest(image).image if faces else image))
+        except DECODE_ERRORS as exc:
+            log.warning(f"skipping {job.source}: not a readable image ({exc})")
+            progress.update()
+        except UserError as exc:
+            log.warning(f"skipping {job.source}: {exc}")
+            progress.update()
+    return loaded
+
+
+def _write_batch(translator: Translator, loaded: list, args: argparse.Namespace, progress: tqdm) -> int:
+    results = translator([image for _, image in loaded], **_options(args)) if loaded else []
+    for (job, _), result in zip(loaded, results):
+        save_png(np.asarray(result.image), job.target(args.output))
+        if args.heatmap:
+            save_png(np.asarray(result.overlay()), job.target(args.output, "_heatmap"))
+        progress.update()
+    return len(results)
 
 
 def _translate_videos(translator: Translator, jobs: list[Job], args: argparse.Namespace,

@@ -136,6 +136,29 @@ class UGATITRecipe:
         return f"the learning-rate schedule now follows the new total (lr {lr:.3g} at step {step})"
 
 
+class Photo2CartoonRecipe(UGATITRecipe):
+    """photo2cartoon: U-GAT-IT's data, discriminators and loop; its own generator and face-ID loss."""
+
+    @property
+    def config_cls(self) -> type:
+        from .photo2cartoon import Photo2CartoonConfig
+        return Photo2CartoonConfig
+
+    def prepare(self, cfg) -> list[str]:
+        from .photo2cartoon import validate_photo2cartoon
+        notes = super().prepare(cfg)
+        validate_photo2cartoon(cfg)
+        return notes
+
+    def build_nets(self, cfg, data) -> dict[str, nn.Module]:
+        from ..models.photo2cartoon import build_photo2cartoon
+        return build_photo2cartoon(cfg.arch())
+
+    def make_trainer(self, nets: dict[str, nn.Module], cfg, raw: dict[str, nn.Module]):
+        from .photo2cartoon import Photo2CartoonTrainer
+        return Photo2CartoonTrainer(nets, cfg, raw=raw)
+
+
 class StarGANv2Recipe:
     """StarGAN v2: DIR/train/<domain>, DIR/val/<domain>; EMA networks sample the grids."""
 
@@ -223,7 +246,7 @@ class StarGANv2Grids:
                 "reference": reference_grid(ema, self.x, self.x, self.y)}
 
 
-RECIPES = {"ugatit": UGATITRecipe, "stargan_v2": StarGANv2Recipe}
+RECIPES = {"ugatit": UGATITRecipe, "photo2cartoon": Photo2CartoonRecipe, "stargan_v2": StarGANv2Recipe}
 
 
 def recipe_for(model: str):
