@@ -14,7 +14,7 @@ import sys
 
 from ..errors import UserError
 
-COMMANDS = ("train", "test", "demo", "import_official", "prepare_faces", "translate", "export", "eval", "plot")
+COMMANDS = ("train", "test", "demo", "import_official", "prepare_faces", "translate", "export", "eval", "plot", "serve")
 
 
 class _Parser(argparse.ArgumentParser):
