@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import signal
@@ -171,3 +172,24 @@ def test_config_file_with_cli_override(tiny_data, tmp_path):
                  "--num-workers", "0", "--save-freq", "3", "--print-freq", "3"]) == 0
     text = (run / "config.yaml").read_text()
     assert "iters: 3" in text and "ch: 4" in text
+
+
+def test_periodic_evaluation_logs_scores_and_keeps_the_best_checkpoint(tiny_data, tmp_path):
+    names = sorted(p.name for p in (tiny_data / "testA").iterdir())
+    (tiny_data / "pairs.csv").write_text("a,b\n" + "".join(f"testA/{n},testB/{n}\n" for n in names))
+    run = tmp_path / "run"
+    assert main(train_args(tiny_data, run, 4, 4, "--eval-freq", "2", "--eval-metric", "l1")) == 0
+    scores = read_scalars(run, "eval/A2B/l1")
+    assert sorted(scores) == [2, 4] and all(0 < v < 1 for v in scores.values())
+    best = json.loads((run / "checkpoints" / "best" / "best.json").read_text())
+    mean = {s: (scores[s] + read_scalars(run, "eval/B2A/l1")[s]) / 2 for s in scores}
+    assert best["metric"] == "l1" and best["step"] == min(mean, key=mean.get)
+    assert best["value"] == pytest.approx(mean[best["step"]])
+    states, meta = ckpt.load_weights(run / "checkpoints" / "best" / ckpt.WEIGHTS)
+    assert meta["step"] == str(best["step"]) and "genA2B" in states
+    assert [p.name for p in ckpt.list_checkpoints(run)] == ["0000004"]  # "best" is not a resumable step
+
+
+def test_eval_metric_that_cannot_run_is_refused_at_start(tiny_data, tmp_path, capsys):
+    assert main(train_args(tiny_data, tmp_path / "run", 2, 2, "--eval-freq", "1", "--eval-metric", "ssim")) == 2
+    assert "--eval-metric ssim cannot run" in capsys.readouterr().err

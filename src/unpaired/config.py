@@ -59,6 +59,10 @@ class UGATITConfig:
     deterministic: bool = False
     num_workers: int | None = None
     n_samples: int = 5
+    # periodic evaluation (rank 0): metrics logged as eval/*, best checkpoint kept in checkpoints/best
+    eval_freq: int | None = None
+    eval_metric: str = "kid"
+    inception_weights: str | None = None
 
     def arch(self) -> UGATITArch:
         return UGATITArch(light=self.light, img_size=self.img_size, img_ch=self.img_ch, ch=self.ch,
@@ -102,6 +106,11 @@ def validate(cfg: UGATITConfig) -> None:
         raise UserError(f"--img-size must be a multiple of 4 (got {cfg.img_size})")
     if cfg.img_ch not in (1, 3):
         raise UserError(f"--img-ch must be 1 or 3 (got {cfg.img_ch})")
+    from .evaluate import METRICS
+    if cfg.eval_metric not in METRICS:
+        raise UserError(f"--eval-metric must be one of {', '.join(METRICS)} (got {cfg.eval_metric})")
+    if cfg.eval_freq is not None and cfg.eval_freq < 1:
+        raise UserError(f"--eval-freq must be at least 1 (got {cfg.eval_freq})")
     if cfg.precision not in PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)} (got {cfg.precision})")
     for name in ("iters", "batch_size", "print_freq", "save_freq", "log_freq", "ch", "n_res", "keep_checkpoints"):

@@ -44,6 +44,9 @@ OPTION_HELP = {
     "deterministic": "use deterministic algorithms only (exactly reproducible, slower on GPU)",
     "num_workers": "data-loading worker processes (default: up to 4)",
     "n_samples": "train and test images per sample grid",
+    "eval_freq": "score the generators on the test set every N iterations and keep checkpoints/best",
+    "eval_metric": "metric that picks the best checkpoint: kid, mean_kid, fid (need Inception), l1, psnr, ssim, lpips (need DATA/pairs.csv)",
+    "inception_weights": "local Inception weights file for KID/FID (offline use; see unpaired eval)",
 }
 # photo2cartoon options (`--model photo2cartoon`).
 OPTION_HELP.update({

@@ -10,6 +10,7 @@ losses as one that never stopped (CPU, deterministic).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -24,7 +25,7 @@ from .. import checkpoint as ckpt
 from ..config import read_yaml_mapping, save_yaml
 from ..data import default_num_workers
 from ..errors import UserError
-from ..files import atomic_path
+from ..files import atomic_path, write_text_atomic
 from ..runtime import Runtime
 from ..viz import save_png
 from .recipes import recipe_for
@@ -33,7 +34,8 @@ log = logging.getLogger("unpaired")
 
 # Options that may change when a run is resumed; every other option is part of the run's identity.
 RESUMABLE_OPTIONS = {"iters", "print_freq", "save_freq", "log_freq", "keep_checkpoints", "device", "num_workers",
-                     "precision", "benchmark_flag", "deterministic", "data", "n_samples", "out", "val_batch_size"}
+                     "precision", "benchmark_flag", "deterministic", "data", "n_samples", "out", "val_batch_size",
+                     "eval_freq", "eval_metric", "inception_weights"}
 
 
 @dataclass
@@ -177,6 +179,7 @@ class Training:
             return self.paths.root
         main = self.rt.is_main
         grids = self.recipe.grids(self.data, cfg, self.device) if main else None
+        evaluation = self.recipe.evaluation(cfg, self.device) if main else None
         writer = SummaryWriter(str(self.paths.logs)) if main else None
         workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
         batches = self.recipe.batches(self.data, cfg, self.start_step, self.rt.rank, self.rt.world_size, workers,
@@ -201,6 +204,8 @@ class Training:
                     self._write_grids(writer, grids, step)
                 if main and (step % cfg.save_freq == 0 or last):
                     self.save(step)
+                if evaluation and (step % cfg.eval_freq == 0 or last):
+                    self._evaluate(writer, evaluation, step)
         finally:
             bar.close()
             if writer:
@@ -231,6 +236,19 @@ class Training:
         for name, value in self.recipe.scalars(self.nets).items():
             writer.add_scalar(name, value, step)
         writer.add_scalar("speed/it_per_s", speed, step)
+
+    def _evaluate(self, writer: SummaryWriter, evaluation, step: int) -> None:
+        """Log every score; when the chosen one improves, keep these weights as checkpoints/best."""
+        scores, value = evaluation(self.nets)
+        for name, score in scores.items():
+            writer.add_scalar(f"eval/{name}", score, step)
+        best_file = ckpt.checkpoint_dir(self.paths.root) / "best" / "best.json"
+        best = json.loads(best_file.read_text()) if best_file.is_file() else None
+        better = best is None or (value > best["value"] if evaluation.higher_is_better else value < best["value"])
+        log.info(f"eval at step {step}: {evaluation.metric} {value:.4g}" + (" (best so far)" if better else ""))
+        if better:
+            ckpt.save_weights(best_file.parent / ckpt.WEIGHTS, self.nets, self.cfg.model, self.cfg.arch(), step=step)
+            write_text_atomic(best_file, json.dumps({"metric": evaluation.metric, "value": value, "step": step}))
 
     def _write_grids(self, writer: SummaryWriter, grids, step: int) -> None:
         for name, grid in grids.render(self.nets).items():

@@ -37,6 +37,7 @@ class Photo2CartoonConfig(UGATITConfig):
     decay 1e-4, img_size 256, n_res 4, the 7/5-layer discriminators) equal U-GAT-IT's."""
 
     model: str = "photo2cartoon"
+    eval_metric: str = "fid"  # the authors keep the checkpoint with the best FID
     light: bool = True
     ch: int = 32
     cycle_weight: float = 50.0

@@ -75,6 +75,37 @@ def rho_stats(nets: dict[str, nn.Module]) -> dict[str, float]:
     return stats
 
 
+class TwoDomainEvaluation:
+    """``--eval-freq``: score both generators on the test set by ``--eval-metric``.
+
+    The networks the metric needs (Inception for KID/FID) are loaded once; a metric that cannot
+    run (no weights offline, no pairs.csv for paired metrics) is refused at start, not mid-run.
+    """
+
+    def __init__(self, cfg, device: torch.device):
+        from ..evaluate import METRICS, load_scorers, load_test_set, plan
+
+        self.test = load_test_set(Path(cfg.data), cfg.img_size)
+        self.metric = cfg.eval_metric
+        has_pairs = self.test.pairs is not None
+        weights = Path(cfg.inception_weights) if cfg.inception_weights else None
+        self.scorers, reasons = load_scorers([self.metric], has_pairs, device=device, inception_weights=weights)
+        smallest = min(len(self.test.a.images), len(self.test.b.images))
+        runnable, skipped = plan([self.metric], self.scorers, has_pairs, reasons, smallest)
+        if not runnable:
+            raise UserError(f"--eval-metric {self.metric} cannot run: {skipped[self.metric]}")
+        self.higher_is_better = METRICS[self.metric].higher_is_better
+
+    def __call__(self, nets: dict[str, nn.Module]) -> tuple[dict[str, float], float]:
+        """All scores (``A2B/kid``...) and the one number the best checkpoint is chosen by."""
+        from ..evaluate import evaluate_generators
+
+        scores = evaluate_generators(nets["genA2B"], nets["genB2A"], self.test.a.images, self.test.b.images,
+                                     self.scorers.features, [self.metric], lpips=self.scorers.lpips,
+                                     pairs=self.test.pairs)
+        return scores, (scores[f"A2B/{self.metric}"] + scores[f"B2A/{self.metric}"]) / 2
+
+
 class UGATITRecipe:
     """U-GAT-IT: two-domain folders, six networks, the official iteration and grids."""
 
@@ -127,6 +158,9 @@ class UGATITRecipe:
 
     def scalars(self, nets: dict[str, nn.Module]) -> dict[str, float]:
         return {f"rho/{k}": v for k, v in rho_stats(nets).items()}
+
+    def evaluation(self, cfg, device: torch.device) -> TwoDomainEvaluation | None:
+        return TwoDomainEvaluation(cfg, device) if cfg.eval_freq else None
 
     def reschedule(self, trainer, cfg, step: int) -> str:
         """The run length changed: the official lr schedule follows the new total from ``step`` on."""
@@ -219,6 +253,9 @@ class StarGANv2Recipe:
 
     def scalars(self, nets: dict[str, nn.Module]) -> dict[str, float]:
         return {}
+
+    def evaluation(self, cfg, device: torch.device) -> None:
+        return None  # StarGAN v2's FID/LPIPS protocol is not wired into training yet
 
     def reschedule(self, trainer, cfg, step: int) -> str:
         return "learning rates are constant; λ_ds follows its own ds_iter schedule"
