@@ -104,8 +104,9 @@ def validate(cfg: UGATITConfig) -> None:
     """Refuse option values the networks or the loop cannot use, naming the option."""
     if cfg.img_size % 4:
         raise UserError(f"--img-size must be a multiple of 4 (got {cfg.img_size})")
-    if cfg.img_ch not in (1, 3):
-        raise UserError(f"--img-ch must be 1 or 3 (got {cfg.img_ch})")
+    if cfg.img_ch != 3:
+        raise UserError(f"--img-ch {cfg.img_ch} is not supported: images are decoded as RGB (3 channels), "
+                        "as the official code always does")
     from .evaluate import METRICS
     if cfg.eval_metric not in METRICS:
         raise UserError(f"--eval-metric must be one of {', '.join(METRICS)} (got {cfg.eval_metric})")

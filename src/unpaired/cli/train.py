@@ -19,7 +19,7 @@ OPTION_HELP = {
     "model": "which model to train",
     "light": "light model: γ/β MLP on pooled features (less memory; official --light)",
     "img_size": "training crop / test size in pixels, a multiple of 4",
-    "img_ch": "image channels, 1 or 3 (the official code ignores --img_ch)",
+    "img_ch": "image channels; only 3 (RGB) is supported, as in the official code",
     "ch": "base channel width (official --ch)",
     "n_res": "residual blocks in encoder and decoder each",
     "n_dis": "discriminator depth: global n_dis+1, local n_dis-1 layers (default 6, reduced below 96 px)",
