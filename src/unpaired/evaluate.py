@@ -39,7 +39,7 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from . import metrics as m
-from .config import load_yaml
+from .config import read_yaml_mapping
 from .data import NamedImageDataset, TestTransform, list_images
 from .errors import UserError
 from .files import atomic_path
@@ -367,7 +367,7 @@ def _run_data(run: Path, data: Path | None) -> Path:
     config = run / "config.yaml"
     if not config.is_file():
         raise UserError(f"{run} is not a run directory (no config.yaml); give --data DIR to say which data to use")
-    saved = load_yaml(config).get("data")
+    saved = read_yaml_mapping(config).get("data")
     if not saved:
         raise UserError(f"{config} records no data folder; give --data DIR")
     if not Path(saved).is_dir():
