@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .errors import UserError
-from .files import atomic_path
+from .files import atomic_path, load_torch_file
 from .models.ugatit import NET_NAMES, UGATITArch
 
 WEIGHTS = "weights.safetensors"
@@ -137,13 +137,7 @@ def remove_stale_temporaries(run: Path) -> None:
 
 def read_official(path: Path) -> dict[str, dict[str, torch.Tensor]]:
     """Load an official ``*_params_*.pt`` (dict of six state_dicts) without unpickling code."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    try:
-        params = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for non-checkpoints and unsafe pickles
-        raise UserError(f"{path} is not an official U-GAT-IT checkpoint: {str(exc).splitlines()[0]}") from None
+    params = load_torch_file(path, "an official U-GAT-IT checkpoint")
     if not isinstance(params, dict) or not set(NET_NAMES) <= set(params):
         found = sorted(params)[:6] if isinstance(params, dict) else type(params).__name__
         raise UserError(f"{path} is not an official U-GAT-IT checkpoint: expected the keys "
@@ -167,12 +161,21 @@ def infer_official_arch(states: dict[str, dict[str, torch.Tensor]], img_size: in
         n_global = sum(1 for k in dis_g if k.startswith("model.") and k.endswith(".weight_orig"))
     except KeyError as exc:
         raise UserError(f"not an official U-GAT-IT checkpoint: missing tensor {exc}") from None
-    light = mlp_in == 4 * ch
-    if not light:
-        side = round((mlp_in / (4 * ch)) ** 0.5)
-        if side * side * 4 * ch != mlp_in:
-            raise UserError(f"cannot infer img_size from the MLP input width {mlp_in} (ch {ch})")
-        if img_size is not None and img_size != side * 4:
-            raise UserError(f"--img-size {img_size} does not match this full model, which was trained at {side * 4}")
-        img_size = side * 4
-    return UGATITArch(light=light, img_size=img_size or 256, img_ch=img_ch, ch=ch, n_res=n_res, n_dis=n_global)
+    light, img_size = mlp_geometry(mlp_in, ch, img_size)
+    return UGATITArch(light=light, img_size=img_size, img_ch=img_ch, ch=ch, n_res=n_res, n_dis=n_global)
+
+
+def mlp_geometry(mlp_in: int, ch: int, img_size: int | None) -> tuple[bool, int]:
+    """(light, img_size) of a U-GAT-IT-style generator from its γ/β MLP input width.
+
+    Light pools to 4·ch inputs and does not record its size (``img_size`` or 256); full flattens
+    (S/4)²·4·ch, which fixes S and must agree with a given ``img_size``.
+    """
+    if mlp_in == 4 * ch:
+        return True, img_size or 256
+    side = round((mlp_in / (4 * ch)) ** 0.5)
+    if side * side * 4 * ch != mlp_in:
+        raise UserError(f"cannot infer img_size from the MLP input width {mlp_in} (ch {ch})")
+    if img_size is not None and img_size != side * 4:
+        raise UserError(f"--img-size {img_size} does not match this full model, which was trained at {side * 4}")
+    return False, side * 4

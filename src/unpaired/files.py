@@ -32,6 +32,25 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def load_torch_file(path: Path | str, what: str, hint: str = ""):
+    """``torch.load`` a user's file with ``weights_only=True`` (never unpickles code), on the CPU.
+
+    A missing or unreadable file is a one-line UserError naming ``what`` the file should be
+    (and ``hint``, e.g. which official file that is).
+    """
+    import torch
+
+    from .errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}" + (f" ({hint})" if hint else ""))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for non-checkpoints and unsafe pickles
+        raise UserError(f"{path} is not {what}: {str(exc).splitlines()[0]}") from None
+
+
 def write_text_atomic(path: Path | str, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import UserError
+from ..files import load_torch_file
 
 INPUT_SIZE = 112
 EMBEDDING_SIZE = 512
@@ -92,13 +93,7 @@ class MobileFaceNet(nn.Module):
 
 def load_mobilefacenet(path: Path) -> MobileFaceNet:
     """A MobileFaceNet with the weights of ``path`` (a state_dict, read without unpickling code)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"face-ID weights not found: {path} (photo2cartoon's model_mobilefacenet.pth)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for non-checkpoints and unsafe pickles
-        raise UserError(f"{path} is not a MobileFaceNet state_dict: {str(exc).splitlines()[0]}") from None
+    state = load_torch_file(path, "a MobileFaceNet state_dict", "photo2cartoon's model_mobilefacenet.pth")
     if not isinstance(state, dict):
         raise UserError(f"{path} is not a MobileFaceNet state_dict (it holds a {type(state).__name__})")
     net = MobileFaceNet()

@@ -24,7 +24,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..checkpoint import mlp_geometry
 from ..errors import UserError
+from ..files import load_torch_file
 from ..nn import NORM_EPS, ILN, AdaILN, ResnetAdaILNBlock, ResnetBlock, cam_attention
 from .ugatit import NET_NAMES, UGATITArch, build_ugatit
 
@@ -270,13 +272,7 @@ def load_official_photo2cartoon(path: Path) -> dict[str, dict[str, torch.Tensor]
     """Read the authors' checkpoint (``photo2cartoon_weights.pt`` or ``*_params_*.pt``): a dict of
     state_dicts keyed by network name, loaded without unpickling code. Returns the networks it
     holds (at least one generator) in our layout, ready for ``load_state_dict(strict=True)``."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    try:
-        params = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for non-checkpoints and unsafe pickles
-        raise UserError(f"{path} is not a photo2cartoon checkpoint: {str(exc).splitlines()[0]}") from None
+    params = load_torch_file(path, "a photo2cartoon checkpoint")
     if not isinstance(params, dict) or not {"genA2B", "genB2A"} & set(params):
         found = sorted(params)[:6] if isinstance(params, dict) else type(params).__name__
         raise UserError(f"{path} is not a photo2cartoon checkpoint: expected a dict with genA2B and/or genB2A, "
@@ -301,12 +297,5 @@ def infer_photo2cartoon_arch(states: dict[str, dict[str, torch.Tensor]], img_siz
     n_dis = 6
     if "disGA" in states:
         n_dis = sum(1 for k in states["disGA"] if k.startswith("model.") and k.endswith(".weight_orig"))
-    light = mlp_in == 4 * ch
-    if not light:
-        side = round((mlp_in / (4 * ch)) ** 0.5)
-        if side * side * 4 * ch != mlp_in:
-            raise UserError(f"cannot infer img_size from the style MLP input width {mlp_in} (ch {ch})")
-        if img_size is not None and img_size != side * 4:
-            raise UserError(f"--img-size {img_size} does not match this full model, which was trained at {side * 4}")
-        img_size = side * 4
-    return UGATITArch(light=light, img_size=img_size or 256, img_ch=img_ch, ch=ch, n_res=n_res, n_dis=n_dis)
+    light, img_size = mlp_geometry(mlp_in, ch, img_size)
+    return UGATITArch(light=light, img_size=img_size, img_ch=img_ch, ch=ch, n_res=n_res, n_dis=n_dis)

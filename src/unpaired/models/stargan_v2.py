@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import UserError
+from ..files import load_torch_file
 
 TRAINED_NETS = ("generator", "mapping_network", "style_encoder", "discriminator")
 EMA_NETS = ("generator", "mapping_network", "style_encoder")
@@ -504,13 +505,7 @@ def load_fan(path: str | Path) -> FAN:
     The file is read with ``weights_only=True``; extra tensors (deeper stacks) are ignored,
     missing or misshapen ones are a UserError.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"FAN weights not found: {path} (the official wing.ckpt, needed for --w-hpf > 0)")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for non-checkpoints and unsafe pickles
-        raise UserError(f"{path} is not a FAN checkpoint: {str(exc).splitlines()[0]}") from None
+    saved = load_torch_file(path, "a FAN checkpoint", "the official wing.ckpt, needed for --w-hpf > 0")
     saved = saved.get("state_dict", saved) if isinstance(saved, dict) else {}
     found = {str(k).removeprefix("module."): v for k, v in saved.items() if isinstance(v, torch.Tensor)}
     fan = FAN()
