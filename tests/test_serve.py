@@ -236,7 +236,10 @@ def chunks(data: bytes, size: int = 16_384):
     ("unknown direction", picture_bytes(8, 8), "?direction=sideways", 400, "unknown direction"),
 ])
 def test_api_refuses_bad_uploads_with_a_json_message(server, case, body, query, status, message):
-    body = chunks(bytes(150_000)) if body == "chunked" else body
+    # The streamed body is one byte over the limit: the server can only see that at the last
+    # chunk, after the client has sent everything, so the client always reads the 413 answer
+    # (with more data queued, the server's early close could reach urllib as a broken pipe).
+    body = chunks(bytes(100_001)) if body == "chunked" else body
     code, answer = call(server + "api/translate" + query, body, {"Content-Type": "image/png"}, "POST")
     assert code == status and message in answer["error"]
 
