@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from unpaired.data import demo_dataset_path
 
@@ -23,6 +24,16 @@ def make_dataset(root: Path, n_train: int = 6, n_test: int = 3) -> Path:
         for src in sorted((demo / domain).iterdir())[:count]:
             shutil.copy(src, root / domain / src.name)
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: reductions run in a fixed order (the parity fixtures were made so),
+    and nets this small run faster than with threads spin-waiting on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 import unpaired.export  # noqa: E402
-from test_translate import one_thread, rand_batch, tiny_nets  # noqa: E402,F401 (one_thread: autouse)
+from test_translate import rand_batch, tiny_nets  # noqa: E402
 from unpaired import Translator  # noqa: E402
 from unpaired.checkpoint import save_weights  # noqa: E402
 from unpaired.cli import main  # noqa: E402
@@ -21,6 +21,8 @@ from unpaired.errors import UserError  # noqa: E402
 from unpaired.export import export_onnx  # noqa: E402
 from unpaired.models.ugatit import UGATITArch  # noqa: E402
 from unpaired.translate import load_generator  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_weights(tmp_path, light: bool, size: int):

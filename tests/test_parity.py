@@ -38,13 +38,7 @@ def fx(request):
     return torch.load(request.param, weights_only=True)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The fixtures were made with one intra-op thread; reductions then run in the same order."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def arch_of(meta) -> UGATITArch:

@@ -46,13 +46,7 @@ OFFICIAL_GENERATOR = (406, 3_831_079, "c1c1c470b38747cc")
 OFFICIAL_MOBILEFACENET = (333, 1_220_914, "35f3e2e47f751c17")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """On tensors this small, intra-op threads mostly spin-wait: one thread takes ~10× less CPU time."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def digest(state: dict[str, torch.Tensor]) -> tuple[int, int, str]:

@@ -60,13 +60,7 @@ DOMAINS = ("a", "b", "c")
 TINY = dict(img_size=S, style_dim=STYLE, latent_dim=LATENT, max_conv_dim=MAX_DIM)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest (and bit-reproducibly) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_arch(**changes) -> StarGANv2Arch:

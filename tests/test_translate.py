@@ -25,13 +25,7 @@ LIGHT = UGATITArch(light=True, img_size=SIZE, ch=4, n_res=2, n_dis=4)
 FULL = UGATITArch(light=False, img_size=SIZE, ch=4, n_res=2, n_dis=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Nets this small run fastest on one thread, and a busy machine cannot stall its barriers."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_nets(arch: UGATITArch, seed: int) -> dict[str, torch.nn.Module]:
