@@ -17,7 +17,8 @@ import yaml
 from .errors import UserError
 from .models.ugatit import UGATITArch, discriminator_fits
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILE_MODES = ("off", "default", "max-autotune", "max-autotune-no-cudagraphs", "reduce-overhead")
 DEFAULT_N_DIS = 6
 
 
@@ -54,8 +55,14 @@ class UGATITConfig:
     # runtime
     device: str = "auto"
     seed: int = 0
-    precision: str = "fp32"
-    benchmark_flag: bool = False
+    # speed: how a run computes, never what (train/speed.py resolves "auto"/None per device)
+    faithful: bool = False
+    precision: str = "auto"
+    compile: str = "off"
+    channels_last: bool = False
+    fused_adam: bool | None = None
+    sn_outputs: bool | None = None
+    benchmark_flag: bool | None = None
     deterministic: bool = False
     num_workers: int | None = None
     n_samples: int = 5
@@ -114,6 +121,8 @@ def validate(cfg: UGATITConfig) -> None:
         raise UserError(f"--eval-freq must be at least 1 (got {cfg.eval_freq})")
     if cfg.precision not in PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)} (got {cfg.precision})")
+    if cfg.compile not in COMPILE_MODES:
+        raise UserError(f"--compile must be one of {', '.join(COMPILE_MODES)} (got {cfg.compile})")
     for name in ("iters", "batch_size", "print_freq", "save_freq", "log_freq", "ch", "n_res", "keep_checkpoints"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")

@@ -7,7 +7,7 @@ import dataclasses
 import typing
 from pathlib import Path
 
-from ..config import UGATITConfig
+from ..config import COMPILE_MODES, PRECISIONS, UGATITConfig
 from ..errors import UserError
 
 HELP = "train U-GAT-IT (or --model photo2cartoon / stargan_v2) on a dataset folder, or continue a run with --resume"
@@ -39,8 +39,18 @@ OPTION_HELP = {
     "cam_weight": "generator CAM loss weight",
     "device": "auto, cpu, cuda or cuda:N",
     "seed": "random seed for initialisation and the data stream",
-    "precision": "fp32 (faithful to the official numbers), bf16 or fp16 (autocast)",
-    "benchmark_flag": "set cudnn.benchmark",
+    "faithful": "compute exactly as the official code (fp32, eager, default kernels; what the parity tests "
+                "check) instead of the fastest way for this device (see benchmarks/README.md)",
+    "precision": "fp32, bf16 or fp16 autocast (fp16 with loss scaling); auto: bf16 on GPUs (fp16 where bf16 "
+                 "is missing), fp32 on CPUs",
+    "compile": "torch.compile mode for every network (slower on CPUs, and compiling takes minutes; "
+               "not yet measured on a GPU)",
+    "channels_last": "NHWC memory layout for the networks (slower on CPUs; not yet measured on a GPU)",
+    "fused_adam": "Adam's fused kernel (equal to the default loop up to rounding); unset: on, off with --faithful",
+    "sn_outputs": "spectral norm divides the discriminator convs' outputs by sigma instead of their weights "
+                  "(equal math, rounded differently, half the discriminator time on CPUs); unset: on, off with "
+                  "--faithful",
+    "benchmark_flag": "set cudnn.benchmark; unset: on for GPUs unless --faithful or --deterministic",
     "deterministic": "use deterministic algorithms only (exactly reproducible, slower on GPU)",
     "num_workers": "data-loading worker processes (default: up to 4)",
     "n_samples": "train and test images per sample grid",
@@ -71,7 +81,7 @@ OPTION_HELP.update({
 })
 DERIVED = {"domains"}  # filled in from the data, recorded in config.yaml, never given
 ALIASES = {"iters": ["--iteration"], "data": ["--dataset"], "out": ["--result-dir"]}
-CHOICES = {"precision": ["fp32", "bf16", "fp16"], "preset": ["celeba_hq", "afhq"]}
+CHOICES = {"precision": list(PRECISIONS), "compile": list(COMPILE_MODES), "preset": ["celeba_hq", "afhq"]}
 
 
 def _config_fields() -> dict[str, tuple[dataclasses.Field, type]]:

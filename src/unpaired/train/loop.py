@@ -29,13 +29,16 @@ from ..files import atomic_path, write_text_atomic
 from ..runtime import Runtime
 from ..viz import save_png
 from .recipes import recipe_for
+from .speed import SPEED_OPTIONS
 
 log = logging.getLogger("unpaired")
 
 # Options that may change when a run is resumed; every other option is part of the run's identity.
+# The speed options (train/speed.py) change how a run computes, never what it learns.
 RESUMABLE_OPTIONS = {"iters", "print_freq", "save_freq", "log_freq", "keep_checkpoints", "device", "num_workers",
-                     "precision", "benchmark_flag", "deterministic", "data", "n_samples", "out", "val_batch_size",
-                     "eval_freq", "eval_metric", "inception_weights"}
+                     "faithful", "precision", "compile", "channels_last", "fused_adam", "benchmark_flag",
+                     "deterministic", "data", "n_samples", "out", "val_batch_size", "eval_freq", "eval_metric",
+                     "inception_weights"}
 
 
 @dataclass
@@ -117,12 +120,15 @@ class Training:
         if self.rt.distributed and not self.recipe.supports_distributed:
             raise UserError(f"--model {cfg.model} trains in a single process; run it without torchrun")
         self.device = self.rt.device
-        self._configure_torch()
         self.data = self.recipe.open_data(cfg)
+        # config.yaml keeps the options as given ("auto" is chosen again on the device a resume runs on)
+        run_cfg = self.recipe.resolve_speed(cfg, self.device)
+        self._configure_torch(run_cfg)
 
         torch.manual_seed(cfg.seed)  # same seed on every rank: identical initial weights
         self.nets = {name: net.to(self.device).train() for name, net in self.recipe.build_nets(cfg, self.data).items()}
-        self.trainer = self.recipe.make_trainer(self._wrap(self.nets), cfg, self.nets)
+        self.recipe.accelerate(self.nets, run_cfg, self.device)
+        self.trainer = self.recipe.make_trainer(self._wrap(self.nets), run_cfg, self.nets)
         if latest is not None:
             self._restore(latest)
         if self.rt.is_main:
@@ -142,11 +148,13 @@ class Training:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return {name: DDP(net, device_ids=ids, forward_sync_buffers=False) for name, net in nets.items()}
 
-    def _configure_torch(self) -> None:
-        if self.cfg.deterministic:
+    def _configure_torch(self, run_cfg) -> None:
+        if run_cfg.deterministic:
             torch.use_deterministic_algorithms(True)
-        if self.cfg.benchmark_flag and torch.backends.cudnn.is_available():
+        if run_cfg.benchmark_flag and torch.backends.cudnn.is_available():
             torch.backends.cudnn.benchmark = True
+        if all(hasattr(run_cfg, name) for name in SPEED_OPTIONS):
+            log.info("computing with " + ", ".join(f"{name}={getattr(run_cfg, name)}" for name in SPEED_OPTIONS))
 
     def _restore(self, folder: Path) -> None:
         states, _ = ckpt.load_weights(folder / ckpt.WEIGHTS)

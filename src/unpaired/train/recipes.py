@@ -138,6 +138,16 @@ class UGATITRecipe:
         from ..models.ugatit import build_ugatit
         return build_ugatit(cfg.arch())
 
+    def resolve_speed(self, cfg, device: torch.device):
+        """``cfg`` with its ``auto`` speed options chosen for ``device`` (train/speed.py)."""
+        from .speed import resolve_speed
+        return resolve_speed(cfg, device)
+
+    def accelerate(self, nets: dict[str, nn.Module], cfg, device: torch.device) -> None:
+        """Apply the resolved speed options to the plain networks (layout, compiling, kernels)."""
+        from .speed import accelerate
+        accelerate(nets, cfg, device)
+
     def make_trainer(self, nets: dict[str, nn.Module], cfg, raw: dict[str, nn.Module]):
         from .ugatit import UGATITTrainer
         return UGATITTrainer(nets, cfg, raw=raw)
@@ -228,6 +238,13 @@ class StarGANv2Recipe:
     def build_nets(self, cfg, data) -> dict[str, nn.Module]:
         from ..models.stargan_v2 import build_stargan_v2
         return build_stargan_v2(cfg.arch(), cfg.seed)
+
+    def resolve_speed(self, cfg, device: torch.device):
+        """StarGAN v2 always computes the official way (fp32, eager): it has no speed options yet."""
+        return cfg
+
+    def accelerate(self, nets: dict[str, nn.Module], cfg, device: torch.device) -> None:
+        """Nothing to apply (see ``resolve_speed``)."""
 
     def make_trainer(self, nets: dict[str, nn.Module], cfg, raw: dict[str, nn.Module]):
         from ..models.stargan_v2 import load_fan

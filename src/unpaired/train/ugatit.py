@@ -64,7 +64,8 @@ class UGATITTrainer:
 
     ``nets`` may hold wrapped modules (DistributedDataParallel, compiled); ``raw`` must then hold
     the plain modules, used for ρ clipping, freezing, the frozen-D forwards of the G step and
-    checkpoints.
+    checkpoints. Speed options of ``cfg`` that are still unresolved (``precision="auto"``,
+    ``fused_adam=None``: see ``train/speed.py``) run the faithful way (fp32, default Adam).
     """
 
     def __init__(self, nets: dict[str, nn.Module], cfg: UGATITConfig, raw: dict[str, nn.Module] | None = None):
@@ -73,8 +74,10 @@ class UGATITTrainer:
         self.cfg = cfg
         gens = [p for n in ("genA2B", "genB2A") for p in self.raw[n].parameters()]
         dis = [p for n in ("disGA", "disGB", "disLA", "disLB") for p in self.raw[n].parameters()]
-        self.G_optim = torch.optim.Adam(gens, lr=cfg.lr, betas=ADAM_BETAS, weight_decay=cfg.weight_decay)
-        self.D_optim = torch.optim.Adam(dis, lr=cfg.lr, betas=ADAM_BETAS, weight_decay=cfg.weight_decay)
+        # fused_adam: one kernel for all parameters (not bit-identical to the default per-tensor path).
+        adam = {"lr": cfg.lr, "betas": ADAM_BETAS, "weight_decay": cfg.weight_decay, "fused": cfg.fused_adam or None}
+        self.G_optim = torch.optim.Adam(gens, **adam)
+        self.D_optim = torch.optim.Adam(dis, **adam)
         device_type = next(iter(self.raw.values())).parameters().__next__().device.type
         self._autocast_dtype = AUTOCAST_DTYPES.get(cfg.precision)
         self._device_type = device_type

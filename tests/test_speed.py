@@ -1,0 +1,168 @@
+"""Speed options (train/speed.py): they change how a run computes, not what it learns."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+from dataclasses import replace
+
+import pytest
+import torch
+from torch.nn.utils import spectral_norm
+from torch.nn.utils.spectral_norm import SpectralNorm
+
+from unpaired.config import UGATITConfig, resolve_n_dis
+from unpaired.data import DomainStream, demo_dataset_path, open_dataset
+from unpaired.errors import UserError
+from unpaired.models.ugatit import Discriminator, build_ugatit
+from unpaired.train.speed import FAITHFUL, accelerate, resolve_speed, rework_spectral_norm
+from unpaired.train.ugatit import UGATITTrainer
+
+CPU = torch.device("cpu")
+ITERS = 50
+
+
+def loss_curve(cfg: UGATITConfig, seed: int = 0) -> list[dict[str, float]]:
+    """Per-step losses of ITERS iterations on the demo data at 32 px, from weights seeded by ``seed``."""
+    data = open_dataset(demo_dataset_path(), cfg.img_size)
+    batches = zip(DomainStream(data.train_a, 1, seed, 0), DomainStream(data.train_b, 1, seed, 1))
+    torch.manual_seed(seed)
+    cfg = resolve_speed(cfg, CPU)
+    trainer = UGATITTrainer(accelerate(build_ugatit(cfg.arch()), cfg, CPU), cfg)
+    return [trainer.step(a, b).floats() for (a, b), _ in zip(batches, range(ITERS))]
+
+
+def window_mean(curve: list[dict[str, float]], key: str, start: int, stop: int) -> float:
+    return statistics.fmean(step[key] for step in curve[start:stop])
+
+
+FAST_MODES = {  # name: (options on top of the defaults, tolerance of the D windows, of the G windows)
+    "cpu_default": ({}, 0.005, 0.005),
+    "gpu_numerics": ({"precision": "bf16"}, 0.02, 0.03),
+}
+
+
+@pytest.mark.parametrize("mode", FAST_MODES)
+def test_fast_mode_trains_like_the_faithful_mode(one_thread, mode):
+    """The fast modes' loss curves follow the faithful fp32 run's over 50 iterations.
+
+    ``cpu_default`` is what ``unpaired train`` does on a CPU (fp32, spectral norm dividing
+    outputs, fused Adam); ``gpu_numerics`` adds the GPU default's bf16 autocast (compiling
+    only reorders fp32 arithmetic; see the compile test below). Both runs start from one seed
+    and see the same batches; means of windows of 10 steps are compared. Observed on a 2-core
+    EPYC over seeds 0-2 (32 px, ch 4): cpu_default within 0.04 % of faithful in every window,
+    gpu_numerics within 0.32 % (D) and 0.92 % (G). The tolerances still catch real changes:
+    half the learning rate moves the D windows by 1.4-21 % (every window after the first by
+    more than 6.8 %), a CAM weight of 500 moves every G window by 49 %.
+    """
+    options, d_tol, g_tol = FAST_MODES[mode]
+    base = UGATITConfig(light=True, img_size=32, ch=4, n_res=1, iters=ITERS)
+    resolve_n_dis(base)
+    faithful = loss_curve(replace(base, faithful=True))
+    fast = loss_curve(replace(base, **options))
+    assert all(torch.isfinite(torch.tensor(list(step.values()))).all() for step in fast)
+    for start in (0, 20, 40):
+        for key, tol in (("Discriminator_loss", d_tol), ("Generator_loss", g_tol)):
+            ref, got = (window_mean(curve, key, start, start + 10) for curve in (faithful, fast))
+            assert abs(got - ref) <= tol * abs(ref), f"{key}, steps {start}-{start + 10}: {got} vs {ref}"
+
+
+def train_discriminator(net: torch.nn.Module, steps: int = 2) -> None:
+    """The trainer's D-step pattern: real then fake forward (two power iterations), one backward."""
+    generator = torch.Generator().manual_seed(3)
+    optim = torch.optim.SGD(net.parameters(), lr=0.1)
+    for _ in range(steps):
+        real, fake = (torch.randn(2, 3, 32, 32, generator=generator) for _ in range(2))
+        optim.zero_grad()
+        loss = sum(out.square().mean() for image in (real, fake) for out in torch.atleast_1d(net(image))[:2])
+        loss.backward()
+        optim.step()
+
+
+def assert_states_match(got: torch.nn.Module, want: torch.nn.Module, exact: bool) -> None:
+    assert list(got.state_dict()) == list(want.state_dict())  # checkpoint keys unchanged
+    for (name, a), b in zip(want.state_dict().items(), got.state_dict().values()):
+        if exact:
+            assert torch.equal(b, a), name
+        else:
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("divide_outputs", [False, True])
+def test_compiled_spectral_norm_advances_as_in_eager_mode(one_thread, divide_outputs):
+    """Under torch.compile (inductor) the SN buffers advance as in eager mode.
+
+    Without the hoisting of the power iterations, this very pattern fails in the backward with
+    "modified by an inplace operation" (inductor saves the mutated u buffer for the backward).
+    One SN conv keeps the compile time low; the real discriminator is checked in eager mode below.
+    """
+    torch.manual_seed(0)
+    eager = torch.nn.Sequential(spectral_norm(torch.nn.Conv2d(3, 4, 4, 2)), torch.nn.LeakyReLU(0.2))
+    compiled = copy.deepcopy(eager)
+    u0 = eager[0].weight_u.clone()
+    options = {**FAITHFUL, "compile": "default", "sn_outputs": divide_outputs}
+    accelerate({"net": compiled}, resolve_speed(replace(UGATITConfig(), **options), CPU), CPU)
+    train_discriminator(eager)
+    train_discriminator(compiled)
+    assert not torch.equal(eager[0].weight_u, u0), "the power iteration did not run"
+    assert_states_match(compiled, eager, exact=False)
+
+
+@pytest.mark.parametrize("divide_outputs", [False, True])
+def test_reworked_spectral_norm_trains_as_torch_does(divide_outputs):
+    """Hoisted power iterations are bit-identical to torch's hooks; dividing outputs by σ
+    instead of weights gives the same u, v, weights and outputs up to rounding."""
+    torch.manual_seed(0)
+    plain = Discriminator(3, ch=2, n_layers=4)
+    reworked = copy.deepcopy(plain)
+    assert rework_spectral_norm(reworked, divide_outputs) == 6  # 3 body convs, gap_fc, gmp_fc, logit conv
+    assert not any(isinstance(h, SpectralNorm) for m in reworked.modules() for h in m._forward_pre_hooks.values())
+    # with divided outputs the convs never form W / σ; the CAM head's linear layers still do
+    assert hasattr(reworked.conv, "weight") != divide_outputs and hasattr(reworked.gap_fc, "weight")
+    train_discriminator(plain)
+    train_discriminator(reworked)
+    assert_states_match(reworked, plain, exact=not divide_outputs)
+    image = torch.randn(1, 3, 32, 32)
+    for train in (True, False):  # eval mode reads u, v without advancing them
+        plain.train(train), reworked.train(train)
+        for want, got in zip(plain(image), reworked(image)):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert_states_match(reworked, plain, exact=not divide_outputs)
+
+
+def test_resolve_speed_per_device(monkeypatch):
+    cfg = UGATITConfig()
+    names = ("precision", "compile", "channels_last", "fused_adam", "sn_outputs", "benchmark_flag")
+    on_cpu = resolve_speed(cfg, CPU)
+    assert tuple(getattr(on_cpu, name) for name in names) == ("fp32", "off", False, True, True, False)
+    cuda = torch.device("cuda")
+    for bf16, precision in ((True, "bf16"), (False, "fp16")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+        on_gpu = resolve_speed(cfg, cuda)
+        assert tuple(getattr(on_gpu, name) for name in names) == (precision, "off", False, True, True, True)
+    assert resolve_speed(replace(cfg, deterministic=True), cuda).benchmark_flag is False
+    assert resolve_speed(replace(cfg, compile="max-autotune"), cuda).compile == "max-autotune"  # explicit wins
+    assert resolve_speed(replace(cfg, sn_outputs=False), CPU).sn_outputs is False
+    faithful = resolve_speed(replace(cfg, faithful=True), cuda)
+    assert {name: getattr(faithful, name) for name in FAITHFUL} == FAITHFUL and faithful.benchmark_flag is False
+    assert resolve_speed(replace(cfg, faithful=True, benchmark_flag=True), cuda).benchmark_flag is True
+
+
+def test_faithful_refuses_contradicting_options():
+    with pytest.raises(UserError, match="--precision bf16, --sn-outputs$"):
+        resolve_speed(UGATITConfig(faithful=True, precision="bf16", sn_outputs=True), CPU)
+    resolve_speed(UGATITConfig(faithful=True, precision="fp32"), CPU)  # agreeing is fine
+
+
+def test_accelerate_needs_resolved_options():
+    nets = build_ugatit(UGATITConfig(light=True, img_size=32, ch=2, n_res=1, n_dis=4).arch())
+    with pytest.raises(ValueError, match="resolve_speed"):
+        accelerate(nets, UGATITConfig(), CPU)
+
+
+def test_unresolved_config_trains_faithfully():
+    """A trainer built from a plain config (as the parity tests do) uses fp32 and the default Adam."""
+    cfg = UGATITConfig(light=True, img_size=32, ch=2, n_res=1, n_dis=4)
+    trainer = UGATITTrainer(build_ugatit(cfg.arch()), cfg)
+    assert trainer._autocast_dtype is None and not trainer.scaler.is_enabled()
+    assert not trainer.G_optim.defaults["fused"] and not trainer.D_optim.defaults["fused"]
