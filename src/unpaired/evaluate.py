@@ -18,6 +18,9 @@ The JSON report (``RUN/eval/<step>.json``)::
                                name: {"value": float, "std": float|null}, ...}},
      "skipped": {name: reason, ...}}             # asked for but not computed, and why
 
+StarGAN v2 runs are scored by their own protocol (``evaluate_multidomain``); ``evaluate_run``
+hands them over and ``render_markdown`` renders both kinds of report.
+
 Heavy optional dependencies (torchmetrics) are imported only when a network is loaded, and
 ``translate`` only inside ``evaluate_run`` (the training loop imports this module, and
 ``translate`` imports the training loop).
@@ -120,12 +123,12 @@ class TestSet:
     pairs: list[tuple[int, int]] | None
 
 
-def _quantize(batch: torch.Tensor) -> torch.Tensor:
+def quantize(batch: torch.Tensor) -> torch.Tensor:
     """Model-range images [B,3,S,S] -> uint8, as the saved PNGs hold them."""
     return torch.stack([torch.from_numpy(to_uint8_image(image)).permute(2, 0, 1) for image in batch])
 
 
-def _model_input(images: torch.Tensor) -> torch.Tensor:
+def model_input(images: torch.Tensor) -> torch.Tensor:
     """uint8 -> [-1, 1] with the test transform's exact arithmetic (to_tensor, then Normalize 0.5)."""
     return (images.float().div(255) - 0.5) / 0.5
 
@@ -133,7 +136,7 @@ def _model_input(images: torch.Tensor) -> torch.Tensor:
 def load_test_images(folder: Path, img_size: int) -> TestImages:
     """Every readable image under ``folder``, resized by the test transform, as uint8."""
     dataset = NamedImageDataset(list_images(folder), TestTransform(img_size), root=folder)
-    return TestImages(_quantize(torch.stack([dataset[i][0] for i in range(len(dataset))])), list(dataset.names))
+    return TestImages(quantize(torch.stack([dataset[i][0] for i in range(len(dataset))])), list(dataset.names))
 
 
 def read_pairs(root: Path, a: TestImages, b: TestImages) -> list[tuple[int, int]] | None:
@@ -252,7 +255,7 @@ def load_scorers(metrics: Sequence[str], has_pairs: bool, *, device: torch.devic
 def translate_all(translate: Translate, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Translate uint8 test images batch by batch; uint8 results."""
     with torch.inference_mode():
-        return torch.cat([_quantize(translate(_model_input(batch)).cpu()) for batch in images.split(batch_size)])
+        return torch.cat([quantize(translate(model_input(batch)).cpu()) for batch in images.split(batch_size)])
 
 
 def _paired(metric: Callable[[torch.Tensor, torch.Tensor], np.ndarray], outputs: torch.Tensor,
@@ -360,7 +363,7 @@ def evaluate_generators(gen_A2B: nn.Module, gen_B2A: nn.Module, test_a: torch.Te
 # ----------------------------------------------------------------------------- unpaired eval
 
 
-def _run_data(run: Path, data: Path | None) -> Path:
+def run_data_folder(run: Path, data: Path | None) -> Path:
     """The data folder: --data, else the run's config.yaml ``data``."""
     if data is not None:
         return Path(data)
@@ -375,16 +378,18 @@ def _run_data(run: Path, data: Path | None) -> Path:
     return Path(saved)
 
 
-def evaluate_run(run: Path, *, data: Path | None = None, directions: Sequence[str] = ("A2B", "B2A"),
-                 metrics: Sequence[str] = tuple(METRICS), inception_weights: Path | None = None,
+def evaluate_run(run: Path, *, data: Path | None = None, directions: Sequence[str] | None = None,
+                 metrics: Sequence[str] | None = None, inception_weights: Path | None = None,
                  lpips_weights: Path | None = None, kid: KIDSettings = KIDSettings(), batch_size: int = 16,
                  device: str = "auto", inception: m.PretrainedNet = m.INCEPTION,
                  lpips: m.PretrainedNet = m.LPIPS_ALEX) -> dict:
     """Score the run's newest checkpoint on the test sets; write RUN/eval/<step>.json and .md.
 
-    Returns the report (schema in the module docstring).
+    ``directions`` default to both, ``metrics`` to all. A StarGAN v2 run is scored by its own
+    protocol instead (``evaluate_multidomain``: FID and LPIPS diversity; ``kid.seed`` seeds its
+    latent codes). Returns the report (schema in the module docstring).
     """
-    from .translate import Translator  # here, not at the top: translate imports the training loop
+    from .translate import Translator, checkpoint_model  # here, not at the top: translate imports the training loop
 
     run = Path(run)
     if not run.is_dir():
@@ -394,7 +399,17 @@ def evaluate_run(run: Path, *, data: Path | None = None, directions: Sequence[st
         raise UserError(f"{run} has no complete checkpoint (checkpoints/<step>/{ckpt.WEIGHTS})")
     if kid.subset_size < 2 or kid.n_subsets < 1 or kid.seed < 0 or batch_size < 1:
         raise UserError("--kid-subset-size must be >= 2, --kid-subsets and --batch-size >= 1, --seed >= 0")
-    root = _run_data(run, data)
+    root = run_data_folder(run, data)
+    if checkpoint_model(checkpoint) == "stargan_v2":
+        from .evaluate_multidomain import evaluate_stargan_v2_run
+
+        if directions is not None:
+            raise UserError("--direction is for two-domain runs: StarGAN v2's protocol scores every pair of domains")
+        return evaluate_stargan_v2_run(run, checkpoint, root, metrics=metrics, inception_weights=inception_weights,
+                                       lpips_weights=lpips_weights, seed=kid.seed, batch_size=batch_size,
+                                       device=device, inception=inception, lpips=lpips)
+    directions = directions or tuple(DIRECTIONS)
+    metrics = list(METRICS) if metrics is None else metrics
     translators = {d: Translator.from_checkpoint(checkpoint, direction=d, device=device, half=False)
                    for d in directions}
     first = next(iter(translators.values()))
@@ -451,7 +466,12 @@ def _cell(name: str, entry: Mapping | None) -> str:
 
 
 def render_markdown(report: Mapping) -> str:
-    """The report as a markdown table (metrics × directions) plus what was skipped and why."""
+    """The report as a markdown table (metrics × directions) plus what was skipped and why
+    (a StarGAN v2 report: tasks × metrics, see ``evaluate_multidomain``)."""
+    from . import evaluate_multidomain  # here: it builds on this module
+
+    if report["format"] == evaluate_multidomain.FORMAT:
+        return evaluate_multidomain.render_markdown(report)
     directions = list(report["results"])
     lines = [f"# Evaluation of {report['run']} at step {report['step']}", "",
              f"Data: {report['data']} ({report['img_size']} px). Checkpoint: {report['checkpoint']}.", "",

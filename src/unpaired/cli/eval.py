@@ -1,4 +1,4 @@
-"""``unpaired eval``: score a run's newest checkpoint on its data set's test images."""
+"""``unpaired eval``: score a run's newest checkpoint on its data set's test images (StarGAN v2: by its protocol)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,19 @@ from pathlib import Path
 
 from ..evaluate import METRICS, KIDSettings, evaluate_run, parse_metrics, render_markdown
 
-HELP = "score a run on the test sets: KID, mean KID, FID and, with DIR/pairs.csv, L1, PSNR, SSIM, LPIPS"
+HELP = ("score a run on the test sets: KID, mean KID, FID and, with DIR/pairs.csv, L1, PSNR, SSIM, LPIPS "
+        "(StarGAN v2 runs: the official FID and LPIPS-diversity protocol on val/ and train/)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", type=Path, required=True, help="run folder (its newest checkpoint is scored)")
     parser.add_argument("--data", type=Path, default=None,
-                        help="data folder with testA, testB and optionally pairs.csv (default: the run's own)")
-    parser.add_argument("--direction", choices=("both", "A2B", "B2A"), default="both")
-    parser.add_argument("--metrics", type=parse_metrics, default=list(METRICS),
-                        help=f"comma-separated subset of {','.join(METRICS)} (default: all)")
+                        help="data folder with testA, testB and optionally pairs.csv, or StarGAN v2's "
+                             "train/<domain>, val/<domain> (default: the run's own)")
+    parser.add_argument("--direction", choices=("both", "A2B", "B2A"), default=None,
+                        help="two-domain runs: which generators to score (default both)")
+    parser.add_argument("--metrics", type=parse_metrics, default=None,
+                        help=f"comma-separated subset of {','.join(METRICS)} (default: all; StarGAN v2: fid,lpips)")
     parser.add_argument("--inception-weights", type=Path, default=None,
                         help="local copy of torch-fidelity's weights-inception-2015-12-05-6726825d.pth "
                              "(for offline machines; default: downloaded on first use)")
@@ -26,13 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kid-subset-size", type=int, default=KIDSettings.subset_size,
                         help="images per KID subset, capped at the set sizes (default 1000)")
     parser.add_argument("--kid-subsets", type=int, default=KIDSettings.n_subsets, help="KID subsets (default 100)")
-    parser.add_argument("--seed", type=int, default=KIDSettings.seed, help="seed of the KID subset draws")
+    parser.add_argument("--seed", type=int, default=KIDSettings.seed,
+                        help="seed of the KID subset draws (StarGAN v2: of the latent codes)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
 
 def run(args: argparse.Namespace) -> int:
-    directions = ("A2B", "B2A") if args.direction == "both" else (args.direction,)
+    directions = {None: None, "both": ("A2B", "B2A")}.get(args.direction, (args.direction,))
     report = evaluate_run(args.run, data=args.data, directions=directions, metrics=args.metrics,
                           inception_weights=args.inception_weights, lpips_weights=args.lpips_weights,
                           kid=KIDSettings(args.kid_subset_size, args.kid_subsets, args.seed),

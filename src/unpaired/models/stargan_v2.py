@@ -343,6 +343,55 @@ def ema_nets(nets: dict[str, nn.Module]) -> dict[str, nn.Module]:
     return {name: nets[name + EMA_SUFFIX] for name in EMA_NETS}
 
 
+# ----------------------------------------------------------------------------- inference
+
+
+class TranslationNets(nn.Module):
+    """Generator, mapping network and style encoder as one module, for inference.
+
+    Its state_dict keys (``generator.*``, ...) are the EMA nets' stored ones minus the ``_ema``
+    suffix, so a checkpoint loads into it with one rename (see ``ema_state``).
+    """
+
+    def __init__(self, arch: StarGANv2Arch):
+        super().__init__()
+        nets = build_translation_nets(arch)
+        self.generator = nets["generator"]
+        self.mapping_network = nets["mapping_network"]
+        self.style_encoder = nets["style_encoder"]
+
+
+def ema_state(states: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """A checkpoint's per-network states → the state_dict of ``TranslationNets`` (EMA copies: sampling uses them)."""
+    return {f"{name}.{key}": tensor for name in EMA_NETS for key, tensor in states[name + EMA_SUFFIX].items()}
+
+
+class LatentGuided(nn.Module):
+    """(image x, latent z, target domain index y) → image: the mapping network picks the style.
+
+    Plain tensors in and out, so the same module runs in PyTorch and is what ONNX export traces.
+    """
+
+    def __init__(self, nets: TranslationNets, fan: FAN | None = None):
+        super().__init__()
+        self.nets, self.fan = nets, fan
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return generate(self.nets.generator, x, self.nets.mapping_network(z, y), self.fan)
+
+
+class ReferenceGuided(nn.Module):
+    """(image x, reference image, target domain index y) → image: the style encoder reads the
+    reference's style as it would look in domain y."""
+
+    def __init__(self, nets: TranslationNets, fan: FAN | None = None):
+        super().__init__()
+        self.nets, self.fan = nets, fan
+
+    def forward(self, x: torch.Tensor, x_ref: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return generate(self.nets.generator, x, self.nets.style_encoder(x_ref, y), self.fan)
+
+
 # ----------------------------------------------------------------------------- face masks (w_hpf > 0)
 # The FAN of the official code (one-stack hourglass with CoordConv, 98 WFLW landmarks) and its
 # heatmap -> mask post-processing. Its weights are the official pretrained ``wing.ckpt``.
