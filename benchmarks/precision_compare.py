@@ -8,7 +8,7 @@ Modes (``--modes``): ``faithful`` (fp32, exactly the official computation), ``fp
 ``fp16`` (autocast with a GradScaler). All but ``faithful`` use this device's other speed
 defaults (``resolve_speed``: on a GPU compiled and channels_last, fused Adam everywhere).
 
-    python benchmarks/precision_compare.py --json precision.json          # CPU: ~20 minutes
+    python benchmarks/precision_compare.py --json precision.json          # CPU: ~16 minutes (bf16, fp16 slow)
     python benchmarks/precision_compare.py --img-size 128 --ch 32 --iters 1000   # on a GPU
 """
 
