@@ -166,3 +166,31 @@ def test_unresolved_config_trains_faithfully():
     trainer = UGATITTrainer(build_ugatit(cfg.arch()), cfg)
     assert trainer._autocast_dtype is None and not trainer.scaler.is_enabled()
     assert not trainer.G_optim.defaults["fused"] and not trainer.D_optim.defaults["fused"]
+
+
+def how_it_computes(training) -> tuple[bool, bool]:
+    """(torch's spectral-norm hooks on the networks, fused Adam) of a Training."""
+    hooks = [h for net in training.nets.values() for m in net.modules() for h in m._forward_pre_hooks.values()]
+    fused = [bool(optim.defaults["fused"]) for optim in (training.trainer.G_optim, training.trainer.D_optim)]
+    assert len(set(fused)) == 1
+    return any(isinstance(h, SpectralNorm) for h in hooks), fused[0]
+
+
+def test_training_applies_the_resolved_mode_and_resume_chooses_again(tiny_data, tmp_path):
+    """`unpaired train` runs the fast default unless --faithful; config.yaml keeps the options as
+    given, so a resume may switch modes (speed options never change what a run learns)."""
+    from unpaired.config import build_config
+    from unpaired.train.loop import Training
+
+    options = dict(data=str(tiny_data), out=str(tmp_path / "run"), light=True, img_size=32, ch=4, n_res=1,
+                   device="cpu", num_workers=0, n_samples=2, iters=2, save_freq=2, print_freq=2, log_freq=1)
+    fast = Training(build_config(options))
+    assert how_it_computes(fast) == (False, True)
+    assert all(not hasattr(conv, "weight") for conv in (fast.nets["disGA"].conv, fast.nets["disLB"].conv))
+    fast.run()
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "precision: auto" in saved and "faithful: false" in saved and "fused_adam: null" in saved
+    resumed = Training(build_config({"out": options["out"]}), resume=True, requested={"faithful": True, "iters": 3})
+    assert how_it_computes(resumed) == (True, False) and resumed.start_step == 2
+    resumed.run()
+    assert "faithful: true" in (tmp_path / "run" / "config.yaml").read_text()
