@@ -23,10 +23,12 @@ norm, the default Adam loop, no autotuning): the mode the parity tests check bit
 The CPU column is measured with benchmarks/train_step.py (README, Training speed; 2-core AVX2
 EPYC, 128 px, light, ch 64): dividing outputs makes the iteration 1.35x faster, fused Adam 1.06x
 (1.11x on top of the former); bf16 has no hardware support there and is an order of magnitude
-slower; channels_last made the iteration 18 % slower. No GPU has run the benchmark yet: the GPU
-column takes the reduced precision, fused Adam and autotuning that conv nets usually gain from,
-and leaves compiling and channels_last to be switched on by hand until a measurement says they
-pay. TF32 matmuls are allowed only when the run chose a reduced precision.
+slower; channels_last made the iteration 18 % slower; compiling made it 24 % slower (1.26x faster
+at 64 px, ch 16, where the CPU is overhead-bound) after minutes of compiling, and needs a C++
+compiler. No GPU has run the benchmark yet: the GPU column takes the reduced precision, fused
+Adam and autotuning that conv nets usually gain from, and leaves compiling and channels_last to
+be switched on by hand until a measurement says they pay. TF32 matmuls are allowed only when the
+run chose a reduced precision.
 """
 
 from __future__ import annotations
