@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 import statistics
 from dataclasses import replace
 
@@ -88,6 +89,8 @@ def assert_states_match(got: torch.nn.Module, want: torch.nn.Module, exact: bool
             torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.skipif(not any(shutil.which(cc) for cc in ("c++", "g++", "clang++")),
+                    reason="torch.compile on the CPU needs a C++ compiler")
 @pytest.mark.parametrize("divide_outputs", [False, True])
 def test_compiled_spectral_norm_advances_as_in_eager_mode(one_thread, divide_outputs):
     """Under torch.compile (inductor) the SN buffers advance as in eager mode.
