@@ -44,8 +44,8 @@ from .models.photo2cartoon import infer_photo2cartoon_arch, load_official_photo2
 from .models.stargan_v2 import (
     EMA_NETS,
     EMA_SUFFIX,
-    LatentGuided,
-    ReferenceGuided,
+    STYLE_NETS,
+    GuidedTranslation,
     StarGANv2Arch,
     TranslationNets,
     ema_state,
@@ -83,7 +83,7 @@ MODELS: dict[str, ModelKind] = {
     "photo2cartoon": ModelKind(ckpt.ugatit_arch, build_photo2cartoon_generator),
     "stargan_v2": ModelKind(stargan_v2_arch, TranslationNets, multidomain=True),
 }
-GUIDES = ("latent", "reference")  # the two ways StarGAN v2 picks a style
+GUIDES = tuple(STYLE_NETS)  # the two ways StarGAN v2 picks a style
 
 
 class ImageAndHeatmap(nn.Module):
@@ -129,8 +129,8 @@ class LoadedStarGANv2:
     share one set of networks.
     """
 
-    latent: LatentGuided
-    reference: ReferenceGuided
+    latent: GuidedTranslation
+    reference: GuidedTranslation
     arch: StarGANv2Arch
     source: Path
     model: str = "stargan_v2"
@@ -296,7 +296,8 @@ def load_stargan_v2(path: Path | str, img_size: int | None = None,
             raise UserError(f"{path} was trained with face masks (w_hpf {arch.w_hpf:g}): pass --fan-weights "
                             f"wing.ckpt (the official FAN) to make them")
         fan = load_fan(fan_weights)
-    return LoadedStarGANv2(LatentGuided(nets, fan).eval(), ReferenceGuided(nets, fan).eval(), arch, path)
+    return LoadedStarGANv2(GuidedTranslation(nets, "latent", fan).eval(),
+                           GuidedTranslation(nets, "reference", fan).eval(), arch, path)
 
 
 # ----------------------------------------------------------------------------- backends

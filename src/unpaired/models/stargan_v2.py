@@ -366,30 +366,25 @@ def ema_state(states: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Ten
     return {f"{name}.{key}": tensor for name in EMA_NETS for key, tensor in states[name + EMA_SUFFIX].items()}
 
 
-class LatentGuided(nn.Module):
-    """(image x, latent z, target domain index y) → image: the mapping network picks the style.
+# How StarGAN v2 picks a style: the network that makes it, and what that network reads.
+STYLE_NETS = {"latent": "mapping_network", "reference": "style_encoder"}
+
+
+class GuidedTranslation(nn.Module):
+    """(image x, style source, target domain index y) → image, for one ``guide``: "latent" (the
+    mapping network turns a latent code z into the style) or "reference" (the style encoder reads
+    it off a reference image as it would look in domain y).
 
     Plain tensors in and out, so the same module runs in PyTorch and is what ONNX export traces.
     """
 
-    def __init__(self, nets: TranslationNets, fan: FAN | None = None):
+    def __init__(self, nets: TranslationNets, guide: str, fan: FAN | None = None):
         super().__init__()
-        self.nets, self.fan = nets, fan
+        self.nets, self.guide, self.fan = nets, guide, fan
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return generate(self.nets.generator, x, self.nets.mapping_network(z, y), self.fan)
-
-
-class ReferenceGuided(nn.Module):
-    """(image x, reference image, target domain index y) → image: the style encoder reads the
-    reference's style as it would look in domain y."""
-
-    def __init__(self, nets: TranslationNets, fan: FAN | None = None):
-        super().__init__()
-        self.nets, self.fan = nets, fan
-
-    def forward(self, x: torch.Tensor, x_ref: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return generate(self.nets.generator, x, self.nets.style_encoder(x_ref, y), self.fan)
+    def forward(self, x: torch.Tensor, source: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        style = getattr(self.nets, STYLE_NETS[self.guide])(source, y)
+        return generate(self.nets.generator, x, style, self.fan)
 
 
 # ----------------------------------------------------------------------------- face masks (w_hpf > 0)
