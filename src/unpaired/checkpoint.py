@@ -1,11 +1,12 @@
-"""Checkpoints: weights as safetensors, training state beside them, official files imported.
+"""Checkpoints: weights as safetensors, training state beside them, written atomically.
 
 A run's checkpoint is a folder ``RUN/checkpoints/<step:07d>/`` holding ``weights.safetensors``
-(every network, keys ``<net>.<official key>``, architecture in the metadata, so the file alone
-is enough for inference) and ``state.pt`` (optimisers, step, RNG and data-stream positions;
-plain tensors and numbers, loadable with ``torch.load(weights_only=True)``). The folder is
-written under a temporary name and renamed when complete, so a crash or a full disk never
-leaves a half checkpoint where ``--resume`` would pick it up.
+(every network, keys ``<net>.<state_dict key>``; the model family and its architecture in the
+metadata, so the file alone is enough for inference) and ``state.pt`` (optimisers, step, RNG and
+data-stream positions; plain tensors and numbers, loadable with ``torch.load(weights_only=True)``).
+The folder is written under a temporary name and renamed when complete, so a crash or a full disk
+never leaves a half checkpoint where ``--resume`` would pick it up. Nothing here knows a model:
+the family names its networks and architecture.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Collection
-from dataclasses import asdict, fields
+from collections.abc import Collection, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,37 +26,46 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .errors import UserError
-from .files import atomic_path, load_torch_file
-from .models.ugatit import NET_NAMES, UGATITArch
+from .files import atomic_path
 
 WEIGHTS = "weights.safetensors"
 STATE = "state.pt"
 FORMAT = "unpaired/1"
 
-
-def _flatten(nets: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
-    return {f"{name}.{key}": t.detach().cpu().contiguous() for name, net in nets.items()
-            for key, t in net.state_dict().items()}
+States = dict[str, dict[str, torch.Tensor]]  # network name -> state_dict
 
 
-def _split(tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
-    states: dict[str, dict[str, torch.Tensor]] = {}
+def _flatten(states: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {f"{name}.{key}": t.detach().cpu().contiguous() for name, state in states.items()
+            for key, t in state.items()}
+
+
+def _split(tensors: dict[str, torch.Tensor]) -> States:
+    states: States = {}
     for key, tensor in tensors.items():
         name, _, sub = key.partition(".")
         states.setdefault(name, {})[sub] = tensor
     return states
 
 
-def save_weights(path: Path, nets: dict[str, nn.Module], model: str, arch: Any, **extra: Any) -> None:
-    """Write the networks' state_dicts and a description of them (model, architecture) atomically."""
-    meta = {"format": FORMAT, "model": model, "arch": json.dumps(asdict(arch)), "nets": ",".join(nets)}
-    meta.update({k: str(v) for k, v in extra.items()})
+def states_of(nets: Mapping[str, nn.Module]) -> States:
+    return {name: net.state_dict() for name, net in nets.items()}
+
+
+def metadata(model: str, arch: Any, **extra: Any) -> dict[str, str]:
+    """What a weights file (or an exported graph) records to be loaded back: format, model, architecture."""
+    return {"format": FORMAT, "model": model, "arch": json.dumps(asdict(arch)), **{k: str(v) for k, v in extra.items()}}
+
+
+def save_weights(path: Path, states: Mapping[str, Mapping[str, torch.Tensor]], model: str, arch: Any,
+                 **extra: Any) -> None:
+    """Write per-network state_dicts and a description of them (model, architecture) atomically."""
+    meta = {**metadata(model, arch, **extra), "nets": ",".join(states)}
     with atomic_path(path) as tmp:
-        save_file(_flatten(nets), str(tmp), metadata=meta)
+        save_file(_flatten(states), str(tmp), metadata=meta)
 
 
-def load_weights(path: Path, nets: Collection[str] | None = None
-                 ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, str]]:
+def load_weights(path: Path, nets: Collection[str] | None = None) -> tuple[States, dict[str, str]]:
     """Read one of our weight files: per-network state_dicts and the metadata.
 
     ``nets`` limits reading to those networks (inference needs one generator, not all six).
@@ -75,40 +85,43 @@ def load_weights(path: Path, nets: Collection[str] | None = None
     return _split(tensors), meta
 
 
-def ugatit_arch(meta: dict[str, str]) -> UGATITArch:
-    known = {f.name for f in fields(UGATITArch)}
-    return UGATITArch(**{k: v for k, v in json.loads(meta["arch"]).items() if k in known})
+def read_arch(meta: Mapping[str, str], source: Path) -> dict[str, Any]:
+    """The architecture a weights file or graph records, as a mapping (the family builds its class)."""
+    try:
+        arch = json.loads(meta["arch"])
+    except (KeyError, ValueError):
+        raise UserError(f"{source}: its metadata has no readable architecture ('arch')") from None
+    if not isinstance(arch, dict):
+        raise UserError(f"{source}: its recorded architecture is not a mapping")
+    return arch
 
 
-# -- run checkpoints ------------------------------------------------------------------------
-
-def checkpoint_dir(run: Path) -> Path:
-    return Path(run) / "checkpoints"
+# -- a run's checkpoints folder ---------------------------------------------------------------
 
 
-def list_checkpoints(run: Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first (a folder counts only once both files exist)."""
-    root = checkpoint_dir(run)
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints under ``root``, oldest first (a folder counts only once both files exist)."""
+    root = Path(root)
     if not root.is_dir():
         return []
     done = [p for p in root.iterdir() if p.name.isdigit() and (p / WEIGHTS).is_file() and (p / STATE).is_file()]
     return sorted(done, key=lambda p: int(p.name))
 
 
-def latest_checkpoint(run: Path) -> Path | None:
-    found = list_checkpoints(run)
+def latest_checkpoint(root: Path) -> Path | None:
+    found = list_checkpoints(root)
     return found[-1] if found else None
 
 
-def save_checkpoint(run: Path, step: int, nets: dict[str, nn.Module], model: str, arch: Any,
+def save_checkpoint(root: Path, step: int, nets: Mapping[str, nn.Module], model: str, arch: Any,
                     state: dict[str, Any], keep: int) -> Path:
-    """Write checkpoint ``step`` as a complete folder, then drop all but the newest ``keep``."""
-    root = checkpoint_dir(run)
+    """Write checkpoint ``step`` under ``root`` as a complete folder, then drop all but the newest ``keep``."""
+    root = Path(root)
     final = root / f"{step:07d}"
     tmp = root / f".tmp-{step:07d}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
-        save_weights(tmp / WEIGHTS, nets, model, arch, step=step)
+        save_weights(tmp / WEIGHTS, states_of(nets), model, arch, step=step)
         with atomic_path(tmp / STATE) as path:
             torch.save(state, path)
         if final.exists():
@@ -116,7 +129,7 @@ def save_checkpoint(run: Path, step: int, nets: dict[str, nn.Module], model: str
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    for old in list_checkpoints(run)[:-keep]:
+    for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -125,57 +138,9 @@ def load_state(folder: Path) -> dict[str, Any]:
     return torch.load(Path(folder) / STATE, weights_only=True, map_location="cpu")
 
 
-def remove_stale_temporaries(run: Path) -> None:
+def remove_stale_temporaries(root: Path) -> None:
     """Delete folders left by a checkpoint write that was killed half-way."""
-    root = checkpoint_dir(run)
+    root = Path(root)
     if root.is_dir():
         for p in root.glob(".tmp-*"):
             shutil.rmtree(p, ignore_errors=True)
-
-
-# -- official U-GAT-IT checkpoints --------------------------------------------------------
-
-def read_official(path: Path) -> dict[str, dict[str, torch.Tensor]]:
-    """Load an official ``*_params_*.pt`` (dict of six state_dicts) without unpickling code."""
-    params = load_torch_file(path, "an official U-GAT-IT checkpoint")
-    if not isinstance(params, dict) or not set(NET_NAMES) <= set(params):
-        found = sorted(params)[:6] if isinstance(params, dict) else type(params).__name__
-        raise UserError(f"{path} is not an official U-GAT-IT checkpoint: expected the keys "
-                        f"{', '.join(NET_NAMES)}, found {found}")
-    return {name: dict(params[name]) for name in NET_NAMES}
-
-
-def infer_official_arch(states: dict[str, dict[str, torch.Tensor]], img_size: int | None) -> UGATITArch:
-    """Architecture of an official checkpoint from its tensor shapes.
-
-    ch from the first conv, n_res from the AdaILN blocks, light/full and (full) img_size from
-    the MLP's input width, the discriminator depth from the global D's conv count. A light
-    model does not record its img_size, so it comes from the caller (default 256).
-    """
-    gen, dis_g = states["genA2B"], states["disGA"]
-    try:
-        ch = gen["DownBlock.1.weight"].shape[0]
-        img_ch = gen["DownBlock.1.weight"].shape[1]
-        n_res = len({k.split(".")[0] for k in gen if k.startswith("UpBlock1_")})
-        mlp_in = gen["FC.0.weight"].shape[1]
-        n_global = sum(1 for k in dis_g if k.startswith("model.") and k.endswith(".weight_orig"))
-    except KeyError as exc:
-        raise UserError(f"not an official U-GAT-IT checkpoint: missing tensor {exc}") from None
-    light, img_size = mlp_geometry(mlp_in, ch, img_size)
-    return UGATITArch(light=light, img_size=img_size, img_ch=img_ch, ch=ch, n_res=n_res, n_dis=n_global)
-
-
-def mlp_geometry(mlp_in: int, ch: int, img_size: int | None) -> tuple[bool, int]:
-    """(light, img_size) of a U-GAT-IT-style generator from its γ/β MLP input width.
-
-    Light pools to 4·ch inputs and does not record its size (``img_size`` or 256); full flattens
-    (S/4)²·4·ch, which fixes S and must agree with a given ``img_size``.
-    """
-    if mlp_in == 4 * ch:
-        return True, img_size or 256
-    side = round((mlp_in / (4 * ch)) ** 0.5)
-    if side * side * 4 * ch != mlp_in:
-        raise UserError(f"cannot infer img_size from the MLP input width {mlp_in} (ch {ch})")
-    if img_size is not None and img_size != side * 4:
-        raise UserError(f"--img-size {img_size} does not match this full model, which was trained at {side * 4}")
-    return False, side * 4

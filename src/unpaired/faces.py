@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data import DECODE_ERRORS, list_images, load_rgb, to_rgb
+from .data.images import DECODE_ERRORS, list_images, load_rgb, to_rgb
 from .errors import UserError
 from .files import write_text_atomic
 from .viz import save_png

@@ -44,6 +44,31 @@ class Score:
     std: float | None = None
 
 
+@dataclass(frozen=True)
+class MetricSpec:
+    """What a metric is called in reports, what it needs, and which way is better."""
+
+    label: str
+    needs: str  # "features" (Inception), "pairs", or "lpips" (pairs and the LPIPS network)
+    digits: int
+    higher_is_better: bool = False
+
+
+METRICS: dict[str, MetricSpec] = {
+    "kid": MetricSpec("KID x100: translated vs target-domain test images (mean +- std over subsets)",
+                      "features", 2),
+    "mean_kid": MetricSpec("mean KID x100: (KID(translated, target test) + KID(translated, source test)) / 2 "
+                           "per subset (mean +- std over subsets)", "features", 2),
+    "fid": MetricSpec("FID: translated vs target-domain test images", "features", 2),
+    "l1": MetricSpec("L1: mean absolute difference of G(x) and its target, pixels in [0, 1] (paired)", "pairs", 4),
+    "psnr": MetricSpec(f"PSNR in dB: data range 1, mean over pairs, capped at {PSNR_CAP_DB:g} (paired)", "pairs",
+                       2, higher_is_better=True),
+    "ssim": MetricSpec("SSIM: Gaussian window 11, sigma 1.5 (paired)", "pairs", 4, higher_is_better=True),
+    "lpips": MetricSpec("LPIPS: AlexNet backbone, torchmetrics (paired)", "lpips", 4),
+}
+
+
+
 # ----------------------------------------------------------------------------- FID
 
 

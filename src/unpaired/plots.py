@@ -19,8 +19,9 @@ import numpy as np
 
 from .errors import UserError, import_optional
 from .files import atomic_path
+from .run import RunDir
 
-EXTRA = "eval"
+EXTRA = "plot"
 
 
 @dataclass(frozen=True)
@@ -149,13 +150,13 @@ def plot_run(run: Path, out: Path | None = None, smooth: float = 0.6) -> list[Pa
     faint, behind the smoothed one.
     """
     figure_cls = import_optional("matplotlib.figure", EXTRA, "unpaired plot").Figure
-    run = Path(run)
-    if not run.is_dir():
-        raise UserError(f"run folder {run} does not exist")
+    run = RunDir(run)
+    if not run.root.is_dir():
+        raise UserError(f"run folder {run.root} does not exist")
     if not 0.0 <= smooth < 1.0:
         raise UserError(f"--smooth must be in [0, 1), got {smooth}")
-    curves = read_scalars(run / "logs")
-    out = Path(out) if out is not None else run / "plots"
+    curves = read_scalars(run.logs)
+    out = Path(out) if out is not None else run.plots
     written = []
     for (stem, title), tags in group_tags(sorted(curves)).items():
         path = out / f"{stem}.png"

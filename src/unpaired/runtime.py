@@ -68,10 +68,6 @@ class Runtime:
             values /= self.world_size
         return values
 
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
-
     def shutdown(self) -> None:
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()

@@ -19,10 +19,10 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
-from .data import DECODE_ERRORS
+from .data.images import DECODE_ERRORS
 from .errors import UserError, import_optional
 from .files import atomic_path
-from .translate import Translator
+from .inference.translator import Translator
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif"})
 FALLBACK_RATE = Fraction(25)  # for the rare stream that states no rate at all

@@ -31,7 +31,6 @@ __all__ = [
     "overlay_heatmap",
     "sample_column",
     "save_png",
-    "side_by_side",
     "to_uint8_image",
 ]
 
@@ -157,13 +156,9 @@ def _hconcat(arrays: list[np.ndarray]) -> np.ndarray:
 
 
 def make_grid(columns: list[np.ndarray]) -> np.ndarray:
-    """Join sample columns left to right (official: 5 train then 5 test samples per PNG)."""
+    """Join sample columns (or tiles) left to right: official grids hold 5 train then 5 test samples
+    per PNG; a test result is the row ``input | heatmap | translation``."""
     return _hconcat(columns)
-
-
-def side_by_side(tiles: list[np.ndarray]) -> np.ndarray:
-    """Lay out a test result as one row, e.g. ``input | heatmap | translation``."""
-    return _hconcat(tiles)
 
 
 def overlay_heatmap(

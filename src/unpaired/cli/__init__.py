@@ -1,8 +1,11 @@
-"""The ``unpaired`` command: one module per subcommand, each with ``add_arguments`` and ``run``.
+"""The ``unpaired`` command: one module per subcommand, each with ``HELP``, ``add_arguments`` and ``run``.
 
 Every subcommand module in ``COMMANDS`` defines ``HELP`` (one line), ``add_arguments(parser)``
-and ``run(args) -> int``. User mistakes raise ``UserError`` anywhere below; they are printed
-here as one line on stderr with exit code 2, without a traceback.
+and ``run(args) -> int``; a module that parses its own options in a second pass (``train``:
+the chosen model's options) sets ``PASS_THROUGH = True`` and gets ``run(args, rest)``. CLI
+modules only parse arguments and call the library. User mistakes raise ``UserError`` anywhere below; they are printed here
+as one line on stderr with exit code 2, without a traceback. Anything else is a bug: its
+traceback is printed, marked as one to report.
 """
 
 from __future__ import annotations
@@ -11,46 +14,63 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
+from .. import __version__
 from ..errors import UserError
 
 COMMANDS = ("train", "test", "demo", "import_official", "prepare_faces", "translate", "export", "eval", "plot", "serve")
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse whose bad-flag errors are UserErrors: one line naming the flag, exit code 2."""
 
     def error(self, message: str):
-        raise UserError(f"{self.prog}: {message}")
+        raise UserError(f"{message} (see {self.prog} --help)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="unpaired", description="Unpaired image-to-image translation.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    parser = Parser(prog="unpaired", description="Unpaired image-to-image translation.")
+    parser.add_argument("--version", action="version", version=f"unpaired {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    modules = {}
     for module_name in COMMANDS:
         module = importlib.import_module(f"{__name__}.{module_name}")
-        cmd = sub.add_parser(module_name.replace("_", "-"), help=module.HELP, description=module.HELP)
+        name = module_name.replace("_", "-")
+        through = getattr(module, "PASS_THROUGH", False)
+        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP, add_help=not through,
+                             allow_abbrev=not through)
         module.add_arguments(cmd)
-        cmd.set_defaults(handler=module.run)
-    return parser
-
+        modules[name] = module
+    return parser, modules
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    parser = build_parser()
+    parser, modules = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        args = parser.parse_args(argv)
-        if not getattr(args, "handler", None):
+        args, rest = parser.parse_known_args(argv)
+        module = modules.get(args.command)
+        if module is None:
             parser.print_help()
             return 2
-        return args.handler(args) or 0
+        if getattr(module, "PASS_THROUGH", False):
+            return module.run(args, rest) or 0
+        if rest:
+            raise UserError(f"unrecognized arguments: {' '.join(rest)} (see unpaired {args.command} --help)")
+        return module.run(args) or 0
     except UserError as exc:
         print(f"unpaired: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("unpaired: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # not a user's mistake: a bug, shown in full so that it can be reported
+        traceback.print_exc()
+        print("unpaired: internal error: this is a bug in unpaired, not in your input; please report it "
+              "with the traceback above", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

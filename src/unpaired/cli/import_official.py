@@ -1,4 +1,4 @@
-"""``unpaired import-official``: convert an official U-GAT-IT checkpoint to our weights format."""
+"""``unpaired import-official``: convert a family's official checkpoint to our weights format."""
 
 from __future__ import annotations
 
@@ -6,33 +6,34 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..checkpoint import infer_official_arch, read_official, save_weights
-from ..errors import UserError
-from ..models.ugatit import build_ugatit
+from ._args import positive_int
 
-HELP = "convert an official UGATIT-pytorch checkpoint (*_params_*.pt) to a .safetensors weights file"
+HELP = ("convert an official checkpoint (UGATIT-pytorch *_params_*.pt, photo2cartoon .pt, ...) to a "
+        ".safetensors weights file")
 log = logging.getLogger("unpaired")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path, help="the official .pt file (dict of six state_dicts)")
-    parser.add_argument("--out", type=Path, required=True, help="weights file to write (.safetensors)")
-    parser.add_argument("--img-size", type=int, default=None,
+    parser.add_argument("checkpoint", type=Path, help="the official file or folder")
+    parser.add_argument("--out", "--output", dest="out", type=Path, required=True,
+                        help="weights file to write (.safetensors)")
+    parser.add_argument("--img-size", "--size", dest="img_size", type=positive_int, default=None,
                         help="training size of a light model (its weights do not record it; default 256); "
                              "full models are checked against it")
 
 
 def run(args: argparse.Namespace) -> int:
-    states = read_official(args.checkpoint)
-    arch = infer_official_arch(states, args.img_size)
-    nets = build_ugatit(arch)
-    for name, net in nets.items():
-        try:
-            net.load_state_dict(states[name], strict=True)
-        except RuntimeError as exc:
-            raise UserError(f"{args.checkpoint}: {name} does not fit the inferred architecture "
-                            f"({str(exc).splitlines()[0]})") from None
-    save_weights(args.out, nets, "ugatit", arch, source=args.checkpoint.name)
-    kind = "light" if arch.light else "full"
-    log.info(f"wrote {args.out}: {kind}, ch {arch.ch}, n_res {arch.n_res}, img_size {arch.img_size}, n_dis {arch.n_dis}")
+    from ..checkpoint import save_weights
+    from ..errors import UserError
+    from ..inference.loading import identify
+
+    found = identify(args.checkpoint, args.img_size)
+    if found.kind != "official":
+        raise UserError(f"{args.checkpoint} is already in our format ({found.kind}); import-official reads the "
+                        f"official files of a model's authors")
+    save_weights(args.out, found.states, found.model, found.arch, source=args.checkpoint.name)
+    arch = found.arch
+    kind = "light" if getattr(arch, "light", False) else "full"
+    log.info(f"wrote {args.out}: {found.model}, {kind}, " + ", ".join(
+        f"{name} {getattr(arch, name)}" for name in ("ch", "n_res", "img_size", "n_dis") if hasattr(arch, name)))
     return 0

@@ -12,7 +12,8 @@ HELP = "draw a run's training curves (losses, lr, rho, speed, eval) from its Ten
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", type=Path, required=True, help="run folder (reads RUN/logs)")
-    parser.add_argument("--out", type=Path, default=None, help="folder for the PNGs (default RUN/plots)")
+    parser.add_argument("--out", "--output", dest="out", type=Path, default=None,
+                        help="folder for the PNGs (default RUN/plots)")
     parser.add_argument("--smooth", type=float, default=0.6,
                         help="TensorBoard-style smoothing weight in [0, 1); 0 draws the raw curves only (default 0.6)")
 

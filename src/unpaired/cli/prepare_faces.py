@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..faces import BACKGROUNDS, SKIPPED_CSV, prepare_folder
+from ._args import positive_int
 
 HELP = "detect, align, crop and cut out faces from photos into a training folder (needs unpaired[faces])"
 log = logging.getLogger("unpaired")
@@ -16,9 +17,10 @@ log = logging.getLogger("unpaired")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", type=Path, required=True,
                         help="a photo or a folder of photos (searched recursively)")
-    parser.add_argument("--output", type=Path, required=True,
+    parser.add_argument("--out", "--output", dest="out", type=Path, required=True,
                         help="folder for the face crops (.png) and skipped.csv")
-    parser.add_argument("--size", type=int, default=256, help="side of the square crops in pixels (default 256)")
+    parser.add_argument("--img-size", "--size", dest="size", type=positive_int, default=256,
+                        help="side of the square crops in pixels (default 256)")
     parser.add_argument("--background", choices=BACKGROUNDS, default="white",
                         help="white: cut the person out onto white, as photo2cartoon trains; "
                              "keep: leave the photo's background")
@@ -28,9 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = prepare_folder(args.input, args.output, size=args.size, background=args.background, every=args.every)
-    skipped = f"{len(report.skipped)} skipped (listed in {args.output / SKIPPED_CSV})"
+    report = prepare_folder(args.input, args.out, size=args.size, background=args.background, every=args.every)
+    skipped = f"{len(report.skipped)} skipped (listed in {args.out / SKIPPED_CSV})"
     if not report.written:
         raise UserError(f"no usable face in {args.input}; {skipped}")
-    log.info(f"wrote {len(report.written)} face crops to {args.output}; {skipped}")
+    log.info(f"wrote {len(report.written)} face crops to {args.out}; {skipped}")
     return 0

@@ -5,33 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..translate import FITS
+from ..inference.pictures import FITS
+from ._args import add_device, port_number, positive_float
 
 HELP = "a local web page: drop a picture, see its translation and attention heatmap (needs unpaired[web])"
 
 
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-    return value
-
-
-def port_number(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0..65535 (0: any free port), got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", type=Path, required=True,
+    parser.add_argument("--checkpoint", "--run", dest="checkpoint", type=Path, required=True,
                         help="run folder, checkpoint folder, weights (.safetensors, official .pt, .onnx), "
                              "or a folder of those: its models are offered in a menu and loaded on first use")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this computer only)")
     parser.add_argument("--port", type=port_number, default=7860, help="port (default 7860)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device(parser)
     parser.add_argument("--fit", choices=FITS, default="stretch",
                         help="how non-square pictures enter the model (see `unpaired translate --help`)")
     parser.add_argument("--max-upload-mb", type=positive_float, default=10.0,
@@ -41,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..serve import MB, UploadLimits, serve
+    from ..serve.app import MB, UploadLimits, serve
 
     limits = UploadLimits(max_bytes=int(args.max_upload_mb * MB), max_pixels=int(args.max_megapixels * 1e6))
     serve(args.checkpoint, args.host, args.port, args.device, limits, args.fit)
