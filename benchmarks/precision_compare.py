@@ -25,12 +25,14 @@ from pathlib import Path
 
 import torch
 
-from unpaired.config import UGATITConfig, resolve_n_dis
-from unpaired.data import DomainStream, demo_dataset_path, open_dataset
-from unpaired.models.ugatit import build_ugatit
+from unpaired.data.streams import DomainStream
+from unpaired.data.two_domain import demo_dataset_path
+from unpaired.models.ugatit.data import open_dataset
+from unpaired.models.ugatit.networks import build_ugatit
+from unpaired.models.ugatit.options import UGATITArch, UGATITOptions, resolve_n_dis
+from unpaired.models.ugatit.train import UGATITTrainer
 from unpaired.runtime import resolve_device
-from unpaired.train.speed import accelerate, resolve_speed
-from unpaired.train.ugatit import UGATITTrainer
+from unpaired.training.speed import accelerate, resolve_speed
 
 REPORTED = ("Discriminator_loss", "Generator_loss", "G_recon_loss_A", "G_identity_loss_A", "G_cam_loss_A",
             "G_ad_loss_GA", "D_ad_loss_GA")
@@ -43,13 +45,14 @@ def demo_batches(img_size: int, batch: int, count: int, seed: int) -> list[tuple
     return [pair for pair, _ in zip(zip(*streams), range(count))]
 
 
-def train(cfg: UGATITConfig, initial: dict, batches: list, device: torch.device) -> dict:
+def train(opts: UGATITOptions, initial: dict, batches: list, device: torch.device) -> dict:
     """Train a copy of ``initial`` on ``batches``; the per-step losses and where they stopped being finite."""
-    nets = accelerate(copy.deepcopy(initial), cfg, device)
-    trainer = UGATITTrainer(nets, cfg)
+    nets = accelerate(copy.deepcopy(initial), opts, device)
+    trainer = UGATITTrainer(nets, opts)
     curve, first_bad, start = [], None, time.perf_counter()
     for step, (real_a, real_b) in enumerate(batches, 1):
-        losses = trainer.step(real_a.to(device), real_b.to(device)).floats()
+        result = trainer.step(real_a.to(device), real_b.to(device))
+        losses = {name: value.item() for name, value in result.losses.items()}
         curve.append(losses)
         if first_bad is None and not all(math.isfinite(v) for v in losses.values()):
             first_bad = step
@@ -80,17 +83,17 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    base = UGATITConfig(light=args.variant == "light", img_size=args.img_size, ch=args.ch, n_res=args.n_res,
-                        batch_size=args.batch_size, iters=args.iters)
-    resolve_n_dis(base)
+    arch = UGATITArch(light=args.variant == "light", img_size=args.img_size, ch=args.ch, n_res=args.n_res)
+    base, _ = resolve_n_dis(UGATITOptions(arch=arch, batch_size=args.batch_size, iters=args.iters))
     torch.manual_seed(args.seed)
-    initial = {name: net.to(device).train() for name, net in build_ugatit(base.arch()).items()}
+    initial = {name: net.to(device).train() for name, net in build_ugatit(base.arch).items()}
     batches = demo_batches(args.img_size, args.batch_size, args.iters, args.seed)
     runs = {}
     for mode in args.modes.split(","):
-        cfg = resolve_speed(replace(base, faithful=True) if mode == "faithful" else replace(base, precision=mode), device)
-        runs[mode] = train(cfg, initial, batches, device) | {"precision": cfg.precision, "compile": cfg.compile,
-                                                              "channels_last": cfg.channels_last}
+        opts = resolve_speed(replace(base, faithful=True) if mode == "faithful" else replace(base, precision=mode),
+                             device)
+        runs[mode] = train(opts, initial, batches, device) | {"precision": opts.precision, "compile": opts.compile,
+                                                               "channels_last": opts.channels_last}
         runs[mode]["final"] = summarise(runs[mode], args.window)
         print(f"{mode}: {runs[mode]['seconds'] / args.iters * 1000:.0f} ms/it, first non-finite step "
               f"{runs[mode]['first_non_finite_step']}, final {runs[mode]['final']}", flush=True)

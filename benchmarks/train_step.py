@@ -38,11 +38,12 @@ from pathlib import Path
 
 import torch
 
-from unpaired.config import UGATITConfig, resolve_n_dis
-from unpaired.models.ugatit import build_ugatit
+from unpaired.models.ugatit.networks import build_ugatit
+from unpaired.models.ugatit.options import UGATITArch, UGATITOptions, resolve_n_dis
+from unpaired.models.ugatit.train import UGATITTrainer
 from unpaired.runtime import resolve_device
-from unpaired.train.speed import accelerate, configure_kernels, resolve_speed
-from unpaired.train.ugatit import StepResult, UGATITTrainer
+from unpaired.training.contracts import StepResult
+from unpaired.training.speed import accelerate, configure_kernels, resolve_speed
 
 
 class OfficialIteration(UGATITTrainer):
@@ -57,10 +58,11 @@ class OfficialIteration(UGATITTrainer):
         pass
 
     def step(self, real_A: torch.Tensor, real_B: torch.Tensor) -> StepResult:
-        t = self.make_fakes(real_A, real_B)
+        fakes = self.make_fakes(real_A, real_B)
         self.D_optim.zero_grad()
         d_out = {**self._judge("real", real_A, "A", self.nets), **self._judge("real", real_B, "B", self.nets),
-                 **self._judge("fake", t["fake_B2A"], "A", self.nets), **self._judge("fake", t["fake_A2B"], "B", self.nets)}
+                 **self._judge("fake", fakes["fake_B2A"], "A", self.nets),
+                 **self._judge("fake", fakes["fake_A2B"], "B", self.nets)}
         d_losses = self._discriminator_losses(d_out)
         d_losses["Discriminator_loss"].backward()
         self.D_optim.step()
@@ -71,12 +73,12 @@ class OfficialIteration(UGATITTrainer):
 @dataclass
 class Mode:
     name: str
-    cfg: UGATITConfig
+    opts: UGATITOptions
     official: bool = False
 
 
-def parse_mode(name: str, base: UGATITConfig, device: torch.device) -> Mode:
-    """A mode name → the resolved config it trains with (see the module docstring)."""
+def parse_mode(name: str, base: UGATITOptions, device: torch.device) -> Mode:
+    """A mode name → the resolved options it trains with (see the module docstring)."""
     faithful = resolve_speed(replace(base, faithful=True), device)
     if name in ("reference", "faithful"):
         return Mode(name, faithful, official=name == "reference")
@@ -152,33 +154,33 @@ def loss_rel_diff(losses: list[dict[str, float]], ref: list[dict[str, float]]) -
                for k in ("Discriminator_loss", "Generator_loss"))
 
 
-def bench_case(base: UGATITConfig, modes: list[str], batch: int, args, device: torch.device) -> list[dict]:
+def bench_case(base: UGATITOptions, modes: list[str], batch: int, args, device: torch.device) -> list[dict]:
     """All modes on one (variant, batch) case; one result row per mode."""
     torch.manual_seed(args.seed)
-    initial = {name: net.to(device).train() for name, net in build_ugatit(base.arch()).items()}
+    initial = {name: net.to(device).train() for name, net in build_ugatit(base.arch).items()}
     generator = torch.Generator().manual_seed(args.seed + 1)
-    batches = [tuple((torch.rand(batch, base.img_ch, base.img_size, base.img_size, generator=generator) * 2 - 1)
+    batches = [tuple((torch.rand(batch, base.arch.img_ch, base.arch.img_size, base.arch.img_size, generator=generator) * 2 - 1)
                      .to(device) for _ in range(2)) for _ in range(args.warmup + args.iters + 1)]
     trainers, warmup_s, losses, times = {}, {}, {}, {name: [] for name in modes}
 
     def step(name: str, i: int) -> float:
         """One iteration of mode ``name`` on batch ``i``; returns its wall time in seconds."""
-        configure_kernels(trainers[name].cfg, device)  # process-wide flags: each mode sets its own
+        configure_kernels(trainers[name].opts, device)  # process-wide flags: each mode sets its own
         synchronize(device)
         start = time.perf_counter()
         result = trainers[name].step(*batches[i])
         synchronize(device)
-        losses.setdefault(name, []).append(result.floats())
+        losses.setdefault(name, []).append({k: v.item() for k, v in result.losses.items()})
         return time.perf_counter() - start
 
     for name in modes:
         mode = parse_mode(name, base, device)
-        nets = accelerate(copy.deepcopy(initial), mode.cfg, device)
-        trainers[name] = (OfficialIteration if mode.official else UGATITTrainer)(nets, mode.cfg)
+        nets = accelerate(copy.deepcopy(initial), mode.opts, device)
+        trainers[name] = (OfficialIteration if mode.official else UGATITTrainer)(nets, mode.opts)
         warmup_s[name] = sum(step(name, i) for i in range(args.warmup))
-        print(f"  {name}: warm-up {warmup_s[name]:.1f} s ({mode.cfg.precision}, compile {mode.cfg.compile}, "
-              f"channels_last {mode.cfg.channels_last}, fused_adam {mode.cfg.fused_adam}, "
-              f"sn_outputs {mode.cfg.sn_outputs})", flush=True)
+        print(f"  {name}: warm-up {warmup_s[name]:.1f} s ({mode.opts.precision}, compile {mode.opts.compile}, "
+              f"channels_last {mode.opts.channels_last}, fused_adam {mode.opts.fused_adam}, "
+              f"sn_outputs {mode.opts.sn_outputs})", flush=True)
     for i in range(args.warmup, args.warmup + args.iters):
         for name in modes:
             times[name].append(step(name, i))
@@ -186,12 +188,12 @@ def bench_case(base: UGATITConfig, modes: list[str], batch: int, args, device: t
     for name in modes:
         peak, added = peak_memory_mb(lambda: step(name, len(batches) - 1), device)
         ms = statistics.median(times[name]) * 1000
-        cfg = trainers[name].cfg
-        rows.append({"variant": "light" if base.light else "full", "img_size": base.img_size, "ch": base.ch,
-                     "n_res": base.n_res, "batch": batch, "mode": name, "precision": cfg.precision,
-                     "compile": cfg.compile, "channels_last": cfg.channels_last, "fused_adam": cfg.fused_adam,
-                     "sn_outputs": cfg.sn_outputs,
-                     "cudnn_benchmark": cfg.benchmark_flag, "ms_median": ms,
+        opts = trainers[name].opts
+        rows.append({"variant": "light" if base.arch.light else "full", "img_size": base.arch.img_size,
+                     "ch": base.arch.ch, "n_res": base.arch.n_res, "batch": batch, "mode": name, "precision": opts.precision,
+                     "compile": opts.compile, "channels_last": opts.channels_last, "fused_adam": opts.fused_adam,
+                     "sn_outputs": opts.sn_outputs,
+                     "cudnn_benchmark": opts.benchmark_flag, "ms_median": ms,
                      "ms_all": [t * 1000 for t in times[name]], "it_per_s": 1000 / ms,
                      "images_per_s": 1000 * batch / ms, "warmup_s": warmup_s[name], "peak_mem_mb": peak,
                      "iteration_mem_mb": added,
@@ -236,8 +238,8 @@ def main() -> None:
     print(json.dumps(info))
     rows = []
     for variant in args.variants.split(","):
-        base = UGATITConfig(light=variant == "light", img_size=args.img_size, ch=args.ch, n_res=args.n_res)
-        resolve_n_dis(base)
+        arch = UGATITArch(light=variant == "light", img_size=args.img_size, ch=args.ch, n_res=args.n_res)
+        base, _ = resolve_n_dis(UGATITOptions(arch=arch))
         for batch in map(int, args.batch_sizes.split(",")):
             print(f"{variant}, batch {batch}:", flush=True)
             rows += bench_case(base, modes, batch, args, device)

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import torch
 
-from unpaired.export import export_onnx
-from unpaired.models.ugatit import UGATITArch, build_generator
+from unpaired.inference.backends import TorchBackend
+from unpaired.models.ugatit.networks import build_generator
+from unpaired.models.ugatit.options import UGATITArch
 from unpaired.runtime import resolve_device
-from unpaired.translate import ImageAndHeatmap, LoadedGenerator
+from unpaired.models.ugatit.translate import ImageAndHeatmap, TwoDomainTranslator
 
 Run = Callable[[torch.Tensor], object]
 
@@ -95,8 +96,9 @@ def onnx_runner(arch: UGATITArch, module: ImageAndHeatmap, folder: Path, threads
     import onnxruntime as ort
 
     path = folder / f"{'light' if arch.light else 'full'}.onnx"
-    loaded = LoadedGenerator(module, "ugatit", arch, "A2B", Path("random weights"))
-    export_onnx(loaded, path, dynamic_batch=True)
+    translator = TwoDomainTranslator(TorchBackend(module, "cpu", half=False), model="ugatit", arch=arch,
+                                     direction="A2B", source=Path("random weights"))
+    translator.export(path, dynamic_batch=True)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
