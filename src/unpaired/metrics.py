@@ -176,7 +176,7 @@ def mean_kid(translated: np.ndarray | torch.Tensor, target: np.ndarray | torch.T
     That is, the translations' KID to the target-domain test images averaged with their KID to
     the source-domain test images (the very images they were translated from), subset by
     subset, then mean ± std over subsets. It rewards staying near the input as much as reaching
-    the target domain. Issue 7 reports it lands near the U-GAT-IT paper's selfie2anime 11.61
+    the target domain. It is reported to land near the U-GAT-IT paper's selfie2anime 11.61
     where the standard KID (``kid``) gives about 2.7 (not re-measured here: no selfie2anime
     model offline); always say which of the two a number is.
     """

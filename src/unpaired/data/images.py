@@ -62,6 +62,16 @@ def list_images(folder: Path, extensions: Collection[str] = IMAGE_EXTENSIONS) ->
     return images
 
 
+def dataset_root(root: Path | str, img_size: int) -> Path:
+    """A dataset folder that exists, for a positive image size; one-line errors otherwise."""
+    root = Path(root)
+    if img_size < 1:
+        raise UserError(f"image size must be a positive number of pixels, got {img_size}")
+    if not root.is_dir():
+        raise UserError(f"dataset folder {root} does not exist")
+    return root
+
+
 def _visible_files(folder: Path) -> Iterator[Path]:
     """Files under `folder` whose path has no hidden component (hidden folders are pruned)."""
     for directory, subdirs, files in os.walk(folder):

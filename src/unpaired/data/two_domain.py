@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from .images import ImageDataset, NamedImageDataset, ResizeTransform, Transform, list_images
+from .images import ImageDataset, NamedImageDataset, ResizeTransform, Transform, dataset_root, list_images
 
 DOMAINS = ("trainA", "trainB", "testA", "testB")
 DEMO_DATA = Path(__file__).resolve().parents[1] / "demo_data" / "emoji64"
@@ -31,11 +31,7 @@ class TwoDomainData:
 
 def open_two_domain(root: Path, img_size: int, train_transform: Transform) -> TwoDomainData:
     """Open ROOT/{trainA,trainB,testA,testB}, failing with the exact folder at fault."""
-    root = Path(root)
-    if img_size < 1:
-        raise UserError(f"image size must be a positive number of pixels, got {img_size}")
-    if not root.is_dir():
-        raise UserError(f"dataset folder {root} does not exist")
+    root = dataset_root(root, img_size)
     missing = [str(root / domain) for domain in DOMAINS if not (root / domain).is_dir()]
     if missing:
         raise UserError(f"missing folder {', '.join(missing)}: a dataset needs {', '.join(DOMAINS)}")

@@ -55,7 +55,7 @@ DIRECTIONS = {"A2B": ("A", "B"), "B2A": ("B", "A")}  # direction -> (source doma
 
 
 @dataclass(frozen=True)
-class TestSet:
+class TwoDomainTestSet:
     """Both test domains of a data set and, when DIR/pairs.csv exists, its (index A, index B) pairs."""
 
     root: Path
@@ -97,13 +97,13 @@ def _pair_indices(row: dict[str, str], line: int, path: Path, root: Path,
     return found[0], found[1]
 
 
-def load_test_set(root: Path, img_size: int) -> TestSet:
+def load_test_set(root: Path, img_size: int) -> TwoDomainTestSet:
     """ROOT/testA, ROOT/testB and ROOT/pairs.csv, ready for scoring."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"data folder {root} does not exist")
     a, b = (load_held_out(root / f"test{domain}", img_size) for domain in ("A", "B"))
-    return TestSet(root, a, b, read_pairs(root, a, b))
+    return TwoDomainTestSet(root, a, b, read_pairs(root, a, b))
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -251,7 +251,7 @@ def evaluate(run: RunDir, checkpoint: Path, data: Path, load: Callable[..., Any]
     return report, render_markdown(report)
 
 
-def _direction_report(direction: str, test: TestSet, scores: Mapping[str, m.Score]) -> dict:
+def _direction_report(direction: str, test: TwoDomainTestSet, scores: Mapping[str, m.Score]) -> dict:
     source, target = DIRECTIONS[direction]
     sizes = {"A": len(test.a.names), "B": len(test.b.names)}
     entry: dict = {"n_source": sizes[source], "n_target": sizes[target], "n_pairs": len(test.pairs or [])}

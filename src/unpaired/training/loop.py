@@ -2,10 +2,10 @@
 
 It knows nothing of a model's losses: the family's recipe (``training.contracts.Recipe``) builds
 the networks, the trainer and the batches; the loop calls ``trainer.step(*batch)``, logs what
-comes back, asks the recipe for sample grids and checkpoints everything. Resuming is exact: the data streams are a
-pure function of (seed, step), and the checkpoint holds the networks, optimisers (with the
-current learning rate) and RNG states, so a run that is killed and resumed produces the same
-losses as one that never stopped (CPU, deterministic).
+comes back, asks the recipe for sample grids and checkpoints everything. Resuming is exact: the
+data streams are a pure function of (seed, step), and the checkpoint holds the networks,
+optimisers (with the current learning rate) and RNG states, so a run that is killed and resumed
+produces the same losses as one that never stopped (CPU, deterministic).
 """
 
 from __future__ import annotations

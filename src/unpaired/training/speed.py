@@ -20,15 +20,11 @@ option              what                                            unset on GPU
 ``faithful`` (``--faithful``) instead computes the official way (fp32, eager, torch's spectral
 norm, the default Adam loop, no autotuning): the mode the parity tests check bit for bit.
 
-The CPU column is measured with benchmarks/train_step.py (README, Training speed; 2-core AVX2
-EPYC, 128 px, light, ch 64): dividing outputs makes the iteration 1.35x faster, fused Adam 1.06x
-(1.11x on top of the former); bf16 has no hardware support there and is an order of magnitude
-slower; channels_last made the iteration 18 % slower; compiling made it 24 % slower (1.26x faster
-at 64 px, ch 16, where the CPU is overhead-bound) after minutes of compiling, and needs a C++
-compiler. No GPU has run the benchmark yet: the GPU column takes the reduced precision, fused
-Adam and autotuning that conv nets usually gain from, and leaves compiling and channels_last to
-be switched on by hand until a measurement says they pay. TF32 matmuls are allowed only when the
-run chose a reduced precision.
+The CPU column follows ``benchmarks/train_step.py`` (the README's "Training speed" has the
+numbers). The GPU column is the usual choice for conv nets and stays so until a GPU measurement
+says otherwise; compiling and channels_last are switched on by hand. TF32 matmuls are allowed
+only when the run chose a reduced precision. A family whose fast path is not measured yet
+(StarGAN v2) resolves unset options with ``official_settings``.
 """
 
 from __future__ import annotations

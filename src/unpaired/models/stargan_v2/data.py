@@ -28,7 +28,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import functional as TF
 
-from ...data.images import ImageDataset, NamedImageDataset, ResizeTransform, list_images
+from ...data.images import ImageDataset, NamedImageDataset, ResizeTransform, dataset_root, list_images
 from ...data.streams import mix_seed
 from ...errors import UserError
 
@@ -118,11 +118,7 @@ class MultiDomainData:
 
 def open_multidomain(root: Path, img_size: int, crop_prob: float = 0.5) -> MultiDomainData:
     """Open ROOT/train/<domain> and ROOT/val/<domain>, failing with the exact folder at fault."""
-    root = Path(root)
-    if img_size < 1:
-        raise UserError(f"image size must be a positive number of pixels, got {img_size}")
-    if not root.is_dir():
-        raise UserError(f"dataset folder {root} does not exist")
+    root = dataset_root(root, img_size)
     domains = list_domains(root / "train")
     val_domains = list_domains(root / "val")
     if val_domains != domains:
