@@ -318,7 +318,8 @@ class TFCheckpoint:
             fh.seek(entry.offset)
             got = fh.readinto(data)
         if got != entry.size:
-            raise UserError(f"{path} is truncated: tensor {name} needs bytes {entry.offset}..{entry.offset + entry.size} "
+            end = entry.offset + entry.size
+            raise UserError(f"{path} is truncated: tensor {name} needs bytes {entry.offset}..{end} "
                             f"but the file has {path.stat().st_size}")
         return data
 

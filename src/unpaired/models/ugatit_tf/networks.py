@@ -41,6 +41,13 @@ DISCRIMINATOR_NAMES = NET_NAMES[2:]
 # ----------------------------------------------------------------------------- architecture
 
 
+def deepest_n_dis(img_size: int) -> int | None:
+    """The largest n_dis whose global branch fits ``img_size`` (its last map must be >= 3x3:
+    TF's reflect pad of 2 needs it), or None when not even n_dis 4 fits."""
+    fitting = [n for n in range(4, img_size.bit_length() + 1) if img_size >> (n - 1) >= 3]
+    return max(fitting, default=None)
+
+
 @dataclass(frozen=True)
 class UGATITTFArch:
     """Everything that fixes the shapes and semantics of the four TF-style networks.
@@ -73,7 +80,7 @@ class UGATITTFArch:
                             f"got {self.n_dis}")
         final = self.img_size >> self.global_strided
         if final < 3:
-            deepest = max(n for n in range(4, self.n_dis) if self.img_size >> (n - 1) >= 3) if self.img_size >= 24 else None
+            deepest = deepest_n_dis(self.img_size)
             fix = f"use n_dis <= {deepest} or " if deepest else ""
             raise UserError(f"n_dis {self.n_dis} is too deep for img_size {self.img_size}: the global discriminator's "
                             f"{self.global_strided} stride-2 convs leave a {final}x{final} map and its 4x4 convs "

@@ -28,10 +28,11 @@ import torch
 
 from ...errors import UserError
 from .bundle import TFCheckpoint
-from .networks import DISCRIMINATOR_NAMES, GENERATOR_NAMES, NET_NAMES, UGATITTFArch, build_ugatit_tf
+from .networks import GENERATOR_NAMES, NET_NAMES, UGATITTFArch, build_ugatit_tf, deepest_n_dis
 
 TF_SCOPES = {"genA2B": "generator_B", "genB2A": "generator_A", "disA": "discriminator_A", "disB": "discriminator_B"}
 DEFAULT_LIGHT_IMG_SIZE = 256  # a light checkpoint does not record its image size; the official default
+DEFAULT_N_DIS = 6  # the official default depth, for checkpoints without discriminators
 OPTIMIZER_SLOT = re.compile(r"(/Adam(_1)?$)|(^beta[12]_power(_\d+)?$)")
 CONV = "conv2d/{}"  # tf.layers.conv2d (convs without spectral norm) adds this scope
 
@@ -129,7 +130,7 @@ def to_tf_layout(tf_name: str, tensor: torch.Tensor) -> np.ndarray:
     axes = _kernel_axes(tf_name, tensor.dim())
     if axes is not None:
         tensor = tensor.permute((2, 3, 1, 0) if tensor.dim() == 4 else (1, 0))
-    return tensor.detach().cpu().contiguous().numpy()
+    return tensor.detach().cpu().numpy().copy()  # a copy: later updates of the module must not show through
 
 
 def tf_shape(tf_name: str, shape: Sequence[int]) -> tuple[int, ...]:
@@ -195,14 +196,6 @@ def _image_size(light: bool, mlp_in: int, width: int, img_size: int | None, sour
     return 4 * side
 
 
-def _deepest_n_dis(img_size: int, preferred: int = 6) -> int:
-    """For generator-only checkpoints: TF's default depth, or the deepest that fits ``img_size``."""
-    n_dis = preferred
-    while n_dis > 4 and img_size >> (n_dis - 1) < 3:
-        n_dis -= 1
-    return n_dis
-
-
 def infer_arch(shapes: Mapping[str, Sequence[int]], img_size: int | None = None, smoothing: bool = True,
                source: str = "checkpoint") -> UGATITTFArch:
     """The architecture of a checkpoint from its variables' shapes (optimiser slots excluded).
@@ -223,7 +216,7 @@ def infer_arch(shapes: Mapping[str, Sequence[int]], img_size: int | None = None,
     size = _image_size(light, mlp_in, 4 * ch, img_size, source)
     has_discriminators = any(name.startswith("discriminator_") for name in shapes)
     n_dis = (_count(shapes, f"{TF_SCOPES['disA']}/global/conv_{{}}/kernel") + 1 if has_discriminators
-             else _deepest_n_dis(size))
+             else min(DEFAULT_N_DIS, deepest_n_dis(size) or DEFAULT_N_DIS))
     arch = UGATITTFArch(light=light, img_size=size, img_ch=img_ch, ch=ch,
                         n_res=_count(shapes, f"{g}/resblock_{{}}/res1/conv_0/conv2d/kernel"), n_dis=n_dis,
                         smoothing=smoothing, legacy_cam=f"{g}/CAM_logit/dense/kernel" in shapes)
