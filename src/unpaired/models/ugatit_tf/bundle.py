@@ -305,7 +305,8 @@ class TFCheckpoint:
         data = self._read_bytes(name, entry)
         if verify and masked(crc32c(data)) != entry.crc:
             raise UserError(f"{self.shard_path(entry.shard)} is damaged: tensor {name} fails its CRC-32C check")
-        return np.frombuffer(data, dtype=dtype).reshape(entry.shape).astype(dtype.newbyteorder("="))
+        array = np.frombuffer(data, dtype=dtype).reshape(entry.shape)  # writable: it views our bytearray
+        return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
 
     def _read_bytes(self, name: str, entry: Entry) -> bytearray:
         path = self.shard_path(entry.shard)

@@ -21,6 +21,7 @@ MASK_DELTA = 0xA282EAD8  # TensorFlow/LevelDB crc32c::Mask
 MAX_LANES = 1 << 16
 MIN_LANE_BYTES = 256  # shorter lanes cost more in merging than they save
 SMALL = 4096  # below this many bytes the plain byte loop is quickest
+LOG2_MAX_CHUNK = 26  # 64 MB per lane pass: bounds the transposed copy of a 1 GB tensor
 
 
 def _byte_table() -> np.ndarray:
@@ -78,13 +79,12 @@ def _raw_lanes(data: memoryview, lanes: int) -> int:
 def crc32c(data: bytes | bytearray | memoryview) -> int:
     """The CRC-32C of ``data`` (initial value and final xor 0xFFFFFFFF, as everyone uses it).
 
-    Power-of-two chunks go through the lanes (at most log2(len) of them), the short rest
-    through the byte loop.
+    Power-of-two chunks (at most 64 MB) go through the lanes, the short rest through the byte loop.
     """
     data = memoryview(data).cast("B")
     state, pos = 0xFFFFFFFF, 0
     while len(data) - pos >= SMALL:
-        log2_chunk = (len(data) - pos).bit_length() - 1
+        log2_chunk = min((len(data) - pos).bit_length() - 1, LOG2_MAX_CHUNK)
         chunk = 1 << log2_chunk
         lanes = min(MAX_LANES, chunk // MIN_LANE_BYTES)
         raw = _raw_lanes(data[pos:pos + chunk], lanes)
