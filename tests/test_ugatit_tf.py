@@ -21,7 +21,7 @@ from unpaired.errors import UserError
 from unpaired.models.ugatit_tf.bundle import TFCheckpoint
 from unpaired.models.ugatit_tf import crc32c as crc32c_module
 from unpaired.models.ugatit_tf.crc32c import _raw_bytes, crc32c, masked
-from unpaired.models.ugatit_tf.data import TFTestTransform, TFTrainTransform, tf_resize_bilinear
+from unpaired.models.ugatit_tf.data import TFInferenceTransform, TFTrainTransform, tf_resize_bilinear
 from unpaired.models.ugatit_tf.networks import (CAM, NET_NAMES, TFConv, UGATITTFArch, build_ugatit_tf,
                                                 deepest_n_dis, power_iteration, regularized_kernels,
                                                 set_sn_outputs)
@@ -38,6 +38,11 @@ TINY = UGATITTFArch(light=True, img_size=24, ch=2, n_res=1, n_dis=4)
 TINY_FULL = UGATITTFArch(light=False, img_size=24, ch=2, n_res=2, n_dis=4)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def floats(result) -> dict[str, float]:
+    """A step's loss terms as plain floats."""
+    return {name: value.item() for name, value in result.losses.items()}
 
 
 def one_line_error(excinfo) -> str:
@@ -453,7 +458,7 @@ def test_loss_functions_of_each_gan_type():
 def test_every_gan_type_trains_with_finite_losses(gan_type):
     nets, trainer = fresh(gan_type=gan_type)
     result = run(trainer, range(1, 2), *batches())[0]
-    losses = result.floats()
+    losses = floats(result)
     assert all(math.isfinite(v) for v in losses.values())
     penalised = gan_type in ("wgan-gp", "wgan-lp", "dragan")
     assert ("GP_A" in losses) == penalised and ("GP_CAM_B" in losses) == penalised
@@ -467,7 +472,7 @@ def test_gan_types_give_different_losses_and_lp_penalises_less_than_gp():
     for gan_type in GAN_TYPES:
         nets, trainer = fresh(gan_type=gan_type)
         torch.manual_seed(9)  # the same penalty samples for every type
-        losses[gan_type] = run(trainer, range(1, 2), *batches())[0].floats()
+        losses[gan_type] = floats(run(trainer, range(1, 2), *batches())[0])
     assert len({round(v["D_ad_A_logit"], 9) for v in losses.values()}) == 4  # lsgan, wgan*, gan/dragan, hinge
     assert losses["wgan-gp"]["D_ad_A_logit"] == losses["wgan-lp"]["D_ad_A_logit"]
     assert losses["gan"]["D_ad_A_logit"] == losses["dragan"]["D_ad_A_logit"]
@@ -512,9 +517,9 @@ def test_separate_g_batches():
     nets_shared, shared = fresh()
     nets_same, same = fresh()
     nets_other, other = fresh()
-    r_shared = run(shared, range(1, 2), real_A, real_B)[0].floats()
-    r_same = run(same, range(1, 2), real_A, real_B, real_A, real_B)[0].floats()
-    r_other = run(other, range(1, 2), real_A, real_B, other_A, other_B)[0].floats()
+    r_shared = floats(run(shared, range(1, 2), real_A, real_B)[0])
+    r_same = floats(run(same, range(1, 2), real_A, real_B, real_A, real_B)[0])
+    r_other = floats(run(other, range(1, 2), real_A, real_B, other_A, other_B)[0])
     assert r_same == pytest.approx(r_shared, rel=1e-6, abs=1e-9)  # reusing the D step's fakes changes nothing
     assert all(r_other[k] == r_shared[k] for k in r_shared if k.startswith("D_") or k == "Discriminator_loss")
     assert r_other["reconstruction_A"] != r_shared["reconstruction_A"]
@@ -523,7 +528,7 @@ def test_separate_g_batches():
 def test_resume_is_exact():
     batch = batches()
     nets_a, straight = fresh()
-    expected = run(straight, range(1, 3), *batch)[-1].floats()
+    expected = floats(run(straight, range(1, 3), *batch)[-1])
 
     nets_b, first = fresh()
     run(first, range(1, 2), *batch)
@@ -534,7 +539,7 @@ def test_resume_is_exact():
     for name, net in nets_c.items():
         net.load_state_dict(saved_nets[name])
     resumed.load_state_dict(saved_trainer)
-    assert run(resumed, range(2, 3), *batch)[-1].floats() == expected
+    assert floats(run(resumed, range(2, 3), *batch)[-1]) == expected
     assert states_equal(nets_a, nets_c)
 
 
@@ -558,13 +563,13 @@ def test_fused_adam_matches_the_plain_update():
     nets_fused, fused = fresh(fused_adam=True)
     assert fused.G_optim.defaults["fused"] and not plain.G_optim.defaults["fused"]
     batch = batches()
-    expected = run(plain, range(1, 3), *batch)[-1].floats()
-    assert run(fused, range(1, 3), *batch)[-1].floats() == pytest.approx(expected, rel=1e-4)
+    expected = floats(run(plain, range(1, 3), *batch)[-1])
+    assert floats(run(fused, range(1, 3), *batch)[-1]) == pytest.approx(expected, rel=1e-4)
 
 
 def test_bf16_autocast_step_is_finite():
     nets, trainer = fresh(precision="bf16")
-    losses = run(trainer, range(1, 2), *batches())[0].floats()
+    losses = floats(run(trainer, range(1, 2), *batches())[0])
     assert all(math.isfinite(v) for v in losses.values())
 
 
@@ -604,6 +609,6 @@ def test_test_transform_matches_opencv_within_one_level():
     cv2 = pytest.importorskip("cv2")
     for seed, (size, target) in enumerate([((300, 200), 256), ((97, 130), 96), ((50, 50), 128)]):
         image = _image(seed, size)
-        ours = TFTestTransform(target)(image).permute(1, 2, 0).numpy()
+        ours = TFInferenceTransform(target)(image).permute(1, 2, 0).numpy()
         ref = (cv2.resize(np.asarray(image), (target, target)) / 127.5 - 1).astype(np.float32)
         assert np.abs(ours - ref).max() <= 1.0001 / 127.5

@@ -134,7 +134,7 @@ class StarGANv2Translator(Translator):
         if reference is not None:
             if seed is not None or num is not None:
                 raise ValueError("seed and num are for latent-guided translation; a reference gives one style")
-            x_ref = prepare(reference, self.img_size, fit, keep_size=False)[0]
+            x_ref = prepare(reference, self.img_size, fit, keep_size=False, transform=self.transform)[0]
             return lambda x: [(self.reference_tensor(x, x_ref.expand(len(x), -1, -1, -1), _labels(x, label)), None)]
         num = 1 if num is None else num
         if num < 1:

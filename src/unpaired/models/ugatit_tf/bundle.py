@@ -233,6 +233,15 @@ def _state_file_prefix(folder: Path) -> Path | None:
     raise UserError(f"{state} names checkpoint {name!r}, but {folder / Path(name).name}.index does not exist")
 
 
+def looks_like_checkpoint(path: Path) -> bool:
+    """Whether ``path`` could be a TF checkpoint (a folder with a state file or an ``*.index``, a
+    prefix, or an ``.index`` file), without reading it."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / STATE_FILE).is_file() or any(path.glob("*.index"))
+    return path.suffix == ".index" and path.is_file() or Path(f"{path}.index").is_file()
+
+
 def resolve_prefix(path: Path | str) -> Path:
     """The checkpoint prefix for a folder (its ``checkpoint`` file, else its only ``*.index``),
     a prefix, or a prefix's ``.index`` file."""

@@ -80,13 +80,11 @@ class TFTrainTransform:
         return x[:, top:top + self.size, left:left + self.size].contiguous()
 
 
-class TFTestTransform:
+class TFInferenceTransform:
     """TF test pre-processing (OpenCV-style bilinear resize to S, 8-bit, ``/ 127.5 − 1``).
 
     Takes (and ignores) a generator so both transforms share one call signature.
     """
-
-    __test__ = False  # not a pytest test class despite the name
 
     def __init__(self, size: int):
         self.size = size

@@ -19,14 +19,13 @@ Same layers, operations and parameters as the TF graph, written as PyTorch modul
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ...errors import UserError
+from .options import UGATITTFArch
 
 NORM_EPS = 1e-5
 L2_EPS = 1e-12  # tf.nn.l2_normalize's epsilon
@@ -36,71 +35,6 @@ RHO_SMOOTHING = 0.1
 NET_NAMES = ("genA2B", "genB2A", "disA", "disB")
 GENERATOR_NAMES = NET_NAMES[:2]
 DISCRIMINATOR_NAMES = NET_NAMES[2:]
-
-
-# ----------------------------------------------------------------------------- architecture
-
-
-def deepest_n_dis(img_size: int) -> int | None:
-    """The largest n_dis whose global branch fits ``img_size`` (its last map must be >= 3x3:
-    TF's reflect pad of 2 needs it), or None when not even n_dis 4 fits."""
-    fitting = [n for n in range(4, img_size.bit_length() + 1) if img_size >> (n - 1) >= 3]
-    return max(fitting, default=None)
-
-
-@dataclass(frozen=True)
-class UGATITTFArch:
-    """Everything that fixes the shapes and semantics of the four TF-style networks.
-
-    ``n_res`` may be any positive number: the TF code's γ/β width is ``ch · n_res``, which only
-    builds for n_res 4 (where it equals the 4·ch bottleneck it scales); we always use 4·ch, what
-    it means. ``smoothing`` is TF's ``--smoothing`` (default on). ``legacy_cam`` builds the CAM
-    head of the code before the 2019-08-19/20 commits "fix FC_with_w" and "fix fc" (see
-    ``CAM``), which checkpoints trained with that code need. Invalid values raise ``UserError``.
-    """
-
-    light: bool = False
-    img_size: int = 256
-    img_ch: int = 3
-    ch: int = 64
-    n_res: int = 4
-    n_dis: int = 6
-    smoothing: bool = True
-    legacy_cam: bool = False
-
-    def __post_init__(self):
-        for name in ("img_size", "img_ch", "ch", "n_res"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.img_size % 4 or self.img_size < 8:
-            raise UserError(f"img_size must be a multiple of 4 and at least 8 (the generator halves it twice "
-                            f"and must give back its input size), got {self.img_size}")
-        if self.n_dis < 4:
-            raise UserError(f"n_dis must be at least 4 (the local discriminator has n_dis - 3 stride-2 convs), "
-                            f"got {self.n_dis}")
-        final = self.img_size >> self.global_strided
-        if final < 3:
-            deepest = deepest_n_dis(self.img_size)
-            fix = f"use n_dis <= {deepest} or " if deepest else ""
-            raise UserError(f"n_dis {self.n_dis} is too deep for img_size {self.img_size}: the global discriminator's "
-                            f"{self.global_strided} stride-2 convs leave a {final}x{final} map and its 4x4 convs "
-                            f"need at least 3x3 ({fix}img_size >= {3 << self.global_strided})")
-
-    @property
-    def global_strided(self) -> int:
-        """Stride-2 convs of the global branch (TF: conv_0 .. conv_{n_dis-2})."""
-        return self.n_dis - 1
-
-    @property
-    def local_strided(self) -> int:
-        """Stride-2 convs of the local branch (TF: conv_0 .. conv_{n_dis-4})."""
-        return self.n_dis - 3
-
-    @property
-    def mlp_inputs(self) -> int:
-        """Input width of the γ/β MLP: pooled features (light) or the whole (S/4)² · 4ch map (full)."""
-        width = 4 * self.ch
-        return width if self.light else (self.img_size // 4) ** 2 * width
 
 
 # ----------------------------------------------------------------------------- building blocks

@@ -28,11 +28,11 @@ import torch
 
 from ...errors import UserError
 from .bundle import TFCheckpoint
-from .networks import GENERATOR_NAMES, NET_NAMES, UGATITTFArch, build_ugatit_tf, deepest_n_dis
+from .networks import GENERATOR_NAMES, NET_NAMES, build_ugatit_tf
+from .options import DEFAULT_N_DIS, UGATITTFArch, deepest_n_dis
 
 TF_SCOPES = {"genA2B": "generator_B", "genB2A": "generator_A", "disA": "discriminator_A", "disB": "discriminator_B"}
 DEFAULT_LIGHT_IMG_SIZE = 256  # a light checkpoint does not record its image size; the official default
-DEFAULT_N_DIS = 6  # the official default depth, for checkpoints without discriminators
 OPTIMIZER_SLOT = re.compile(r"(/Adam(_1)?$)|(^beta[12]_power(_\d+)?$)")
 CONV = "conv2d/{}"  # tf.layers.conv2d (convs without spectral norm) adds this scope
 

@@ -28,10 +28,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...errors import UserError
-from ...train.ugatit import StepResult
+from ...training.contracts import StepResult
 from .networks import DISCRIMINATOR_NAMES, GENERATOR_NAMES, DiscriminatorOutput, clip_rho_, regularized_kernels
+from .options import GAN_TYPES
 
-GAN_TYPES = ("gan", "lsgan", "wgan-gp", "wgan-lp", "dragan", "hinge")
 PENALISED = ("wgan-gp", "wgan-lp", "dragan")  # TF adds a gradient penalty for 'wgan*' and 'dragan'
 ADAM_BETAS = (0.5, 0.999)
 ADAM_EPS = 1e-8
@@ -312,23 +312,22 @@ class UGATITTFTrainer:
         """One TF iteration (call ``begin_step`` first): D step on ``real_A, real_B``, then, if this
         step updates G, the G step on ``real_A_g, real_B_g`` (default: the same batch).
 
-        ``losses`` holds the D terms and, on G steps, the G terms; ``outputs`` the last translations.
+        The losses hold the D terms and, on G steps, the G terms.
         """
         if (real_A_g is None) != (real_B_g is None):
             raise ValueError("pass both G-step batches (real_A_g, real_B_g) or neither")
         with_g = self.updates_generators(self._step)
         shared = real_A_g is None
         fakes = self.translate(real_A, real_B, grad=with_g and shared)
-        d_losses, d_tensors = self.discriminator_step(real_A, real_B, fakes)
-        losses, outputs = d_losses, {"x_ab": d_tensors["x_ab"], "x_ba": d_tensors["x_ba"]}
+        d_losses, _ = self.discriminator_step(real_A, real_B, fakes)
+        losses = d_losses
         if with_g:
-            g_losses, g_tensors = (self.generator_step(real_A, real_B, fakes) if shared
-                                   else self.generator_step(real_A_g, real_B_g))
+            g_losses, _ = (self.generator_step(real_A, real_B, fakes) if shared
+                           else self.generator_step(real_A_g, real_B_g))
             losses = {**d_losses, **g_losses}
-            outputs = {k: g_tensors[k] for k in ("x_ab", "x_ba", "x_aba", "x_bab", "x_aa", "x_bb")}
         self.scaler.update()
         self._step += 1
-        return StepResult({k: v.detach() for k, v in losses.items()}, {k: v.detach() for k, v in outputs.items()})
+        return StepResult({k: v.detach() for k, v in losses.items()})
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
