@@ -74,7 +74,8 @@ def test_test_phase_writes_translation_heatmap_and_side_by_side(tiny_data, tmp_p
 
 
 def test_test_phase_without_run_is_one_line(tmp_path, capsys):
-    # The run is found by its newest complete checkpoint first (the data folder only when --data is not given).
-    assert main(["test", "--run", str(tmp_path / "nothing")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"{tmp_path / 'nothing'} has no complete checkpoint" in err[0]
+    (tmp_path / "empty").mkdir()
+    for folder, message in (("nothing", "does not exist"), ("empty", "is not a run directory")):
+        assert main(["test", "--run", str(tmp_path / folder)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(tmp_path / folder) in err[0] and message in err[0]
