@@ -80,16 +80,17 @@ def regenerated(tmp_path_factory) -> Path:
     """The families whose trained files are not stored, remade by 0.1.0 itself (its source from git
     history, this repository's fixture generator), and checked against the recorded digests."""
     families = [f for f in FAMILIES if not_stored(f)]
-    commit = MANIFEST["versions"]["source_commit"]
     root = tmp_path_factory.mktemp("release_0.1.0")
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "src"], capture_output=True)
-    if archive.returncode != 0:
-        pytest.skip(f"needs the 0.1.0 source commit {commit[:12]} in git history to regenerate "
-                    f"{', '.join(families)}: {archive.stderr.decode(errors='replace').strip()[:200]}")
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+    source = git("archive", MANIFEST["versions"]["source_commit"], "src", why=f"the 0.1.0 source of {families}")
+    with tarfile.open(fileobj=io.BytesIO(source)) as tar:
         tar.extractall(root / "source", filter="data")
+    # the generator as it was when the fixtures were committed (later edits must not change what is remade)
+    made = git("log", "-1", "--format=%H", "--", str(FIXTURES / "manifest.json"), why="the fixtures' commit")
+    generator = root / GENERATOR.name
+    generator.write_bytes(git("show", f"{made.decode().strip()}:{GENERATOR.relative_to(REPO).as_posix()}",
+                              why="the fixtures' generator"))
     env = {**os.environ, **KERNELS, "PYTHONPATH": str(root / "source" / "src")}
-    proc = subprocess.run([sys.executable, str(GENERATOR), "--out", str(root / "out"), "--only", *families,
+    proc = subprocess.run([sys.executable, str(generator), "--out", str(root / "out"), "--only", *families,
                            "--keep-large"], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, f"regenerating {families} with 0.1.0 failed:\n{proc.stderr[-4000:]}"
     remade = json.loads((root / "out" / "manifest.json").read_text())["files"]
@@ -99,6 +100,16 @@ def regenerated(tmp_path_factory) -> Path:
             assert remade[name]["content"] == entry["content"], \
                 f"regenerated {name} differs from what 0.1.0 wrote when the fixtures were made (other torch?)"
     return root / "out"
+
+
+def git(*args: str, why: str) -> bytes:
+    """Output of a git command in this repository; skips the test when the history is not there
+    (a shallow clone, an exported tree): the regeneration needs it."""
+    proc = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        pytest.skip(f"needs git history for {why}: git {' '.join(args[:2])} gave "
+                    f"{proc.stderr.decode(errors='replace').strip()[:200] or 'nothing'}")
+    return proc.stdout
 
 
 def release_files(family: str, request) -> Path:
