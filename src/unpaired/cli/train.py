@@ -49,7 +49,9 @@ def _family_parser(name: str, options_cls: type, models: list[str]) -> argparse.
             continue
         flags = [opt.flag_name(field_name), *meta.get("aliases", ())]
         default = getattr(defaults if holder is options_cls else defaults.arch, field_name)
-        text = f"{meta.get('help', '')} (default: {default})"
+        text = meta.get("help", "")
+        if "default" not in text:  # help that explains its default says it in words
+            text += f" (default: {default})"
         if field_name == "model":
             parser.add_argument(*flags, dest=field_name, choices=models, help=f"which model to train (default: {name})")
         elif _kind(holder, field_name) is bool:
