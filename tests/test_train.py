@@ -36,12 +36,13 @@ def test_train_writes_checkpoints_grids_logs_and_config(tiny_data, tmp_path):
     assert "img_size: 32" in saved and "n_dis: 4" in saved  # depth adapted below 96 px and recorded
 
 
-def test_killed_run_resumes_with_identical_losses(tiny_data, tmp_path):
+@pytest.mark.parametrize("model", ["ugatit", "ugatit_tf"])
+def test_killed_run_resumes_with_identical_losses(model, tiny_data, tmp_path):
     """SIGKILL at a random moment after the first checkpoint; resume must replay the same numbers."""
     reference, killed = tmp_path / "ref", tmp_path / "killed"
-    run_cli(*train_args(tiny_data, reference, 12, 4))
+    run_cli(*train_args(tiny_data, reference, 12, 4, "--model", model))
 
-    proc = spawn_cli(*train_args(tiny_data, killed, 12, 4))
+    proc = spawn_cli(*train_args(tiny_data, killed, 12, 4, "--model", model))
     deadline = time.time() + 120
     while not ckpt.list_checkpoints(killed / "checkpoints") and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
