@@ -214,12 +214,7 @@ def open_translator(arch: StarGANv2Arch, read, source: Path, *, device: str = "a
         raise UserError(f"{source} has no {', '.join(missing)} network (a StarGAN v2 checkpoint holds the EMA nets)")
     with torch.device("meta"):
         nets = TranslationNets(arch)
-    try:
-        nets.load_state_dict(ema_state(states), strict=True, assign=True)
-    except RuntimeError as exc:
-        raise UserError(f"{source}: the EMA networks do not fit its recorded architecture "
-                        f"({str(exc).splitlines()[0]})") from None
-    nets = nets.eval().float()
+    nets = ckpt.load_strict(nets, ema_state(states), source, "the EMA networks", assign=True).eval().float()
     fan = None
     if arch.w_hpf > 0:
         if fan_weights is None:

@@ -75,12 +75,7 @@ def build_loaded(build: Callable[[Any], nn.Module], arch: Any, state: dict[str, 
     """
     with torch.device("meta"):
         network = build(arch)
-    try:
-        network.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as exc:
-        raise UserError(f"{source}: {what} does not fit its recorded architecture "
-                        f"({str(exc).splitlines()[0]})") from None
-    return network.eval().float()
+    return ckpt.load_strict(network, state, source, what, assign=True).eval().float()
 
 
 class TwoDomainTranslator(Translator):
