@@ -40,22 +40,20 @@ import pytest
 import torch
 from PIL import Image
 
-from unpaired.config import resolve_n_dis
-from unpaired.models import photo2cartoon as p2c_models
-from unpaired.models.mobilefacenet import load_mobilefacenet
-from unpaired.models.photo2cartoon import (
-    build_generator,
-    build_photo2cartoon,
-    infer_photo2cartoon_arch,
-    load_official_photo2cartoon,
-    official_states,
-)
-from unpaired.train.photo2cartoon import FaceIDLoss, Photo2CartoonConfig, face_crop, validate_photo2cartoon
-from unpaired.train.recipes import Photo2CartoonRecipe
-from unpaired.train.speed import resolve_speed
-from unpaired.translate import Translator
+from unpaired import load_translator
+from unpaired.models.photo2cartoon import networks as p2c_networks
+from unpaired.models.photo2cartoon.mobilefacenet import load_mobilefacenet
+from unpaired.models.photo2cartoon.networks import build_generator, build_photo2cartoon
+from unpaired.models.photo2cartoon.official import load_official, official_states
+from unpaired.models.photo2cartoon.options import Photo2CartoonOptions, validate_photo2cartoon
+from unpaired.models.photo2cartoon.recipe import Photo2CartoonRecipe
+from unpaired.models.photo2cartoon.train import FaceIDLoss, face_crop
+from unpaired.models.ugatit.options import resolve_n_dis
+from unpaired.options import build as build_options
+from unpaired.training.speed import resolve_speed
 
-UNPAIRED_SRC = Path(p2c_models.__file__).resolve().parents[2]  # the tree under test, for the child
+# the tree under test, for the child: src/unpaired/models/photo2cartoon/networks.py -> src
+UNPAIRED_SRC = Path(p2c_networks.__file__).resolve().parents[3]
 
 SHIPPED = Path(__file__).parent / "parity_fixtures" / "p2c"
 FACE_ID_WEIGHTS = "model_mobilefacenet.pth"  # README: the face-ID stand-in, next to the fixtures
@@ -273,16 +271,16 @@ def check_group(checks: list[Check], exact: bool) -> None:
 # ----------------------------------------------------------------------------- the project side
 
 
-MODES = ("faithful", "speed")  # --faithful, and the default CPU speed options (train/speed.py)
+MODES = ("faithful", "speed")  # --faithful, and the default CPU speed options (training/speed.py)
 
 
-def config_of(fx: dict, folder: Path, mode: str = "faithful") -> Photo2CartoonConfig:
+def config_of(fx: dict, folder: Path, mode: str = "faithful") -> Photo2CartoonOptions:
     """README step 2: the project's defaults, sized as the fixture, in ``mode``, resolved for the CPU."""
     meta = fx["meta"]
-    cfg = Photo2CartoonConfig(img_size=meta["img_size"], ch=meta["ch"], iters=meta["iteration"],
-                              batch_size=meta["batch_size"], face_id_weights=str(folder / FACE_ID_WEIGHTS),
-                              faithful=mode == "faithful", device="cpu")
-    resolve_n_dis(cfg)
+    cfg = build_options(Photo2CartoonOptions, ("the fixture's meta", {
+        "img_size": meta["img_size"], "ch": meta["ch"], "iters": meta["iteration"], "batch_size": meta["batch_size"],
+        "face_id_weights": str(folder / FACE_ID_WEIGHTS), "faithful": mode == "faithful", "device": "cpu"}))
+    cfg, _ = resolve_n_dis(cfg)
     validate_photo2cartoon(cfg)
     return resolve_speed(cfg, CPU)
 
@@ -296,9 +294,9 @@ def initial_states(fx: dict, folder: Path) -> dict[str, dict[str, torch.Tensor]]
     return official_states(load(path))
 
 
-def fresh_nets(cfg: Photo2CartoonConfig, states: dict) -> dict[str, torch.nn.Module]:
+def fresh_nets(cfg: Photo2CartoonOptions, states: dict) -> dict[str, torch.nn.Module]:
     """README step 3: the six nets holding ``states`` (strict), in train mode, speed options applied."""
-    nets = build_photo2cartoon(cfg.arch())
+    nets = build_photo2cartoon(cfg.arch)
     for name, net in nets.items():
         net.load_state_dict(states[name], strict=True)
         net.train()
@@ -336,6 +334,27 @@ def largest(values) -> float:
     return max((v for v in values if v is not None), default=0.0)
 
 
+def step_with_outputs(trainer, real_A: torch.Tensor, real_B: torch.Tensor):
+    """``trainer.step`` and the G-step outputs it computed (detached): the tensors its
+    ``generator_step`` was given and filled in (the fakes, cycles, identities, D-on-fake outputs),
+    which ``StepResult`` no longer carries. The math is the trainer's own; only its
+    ``generator_step`` is looked at, through an instance attribute removed afterwards."""
+    seen: dict[str, torch.Tensor] = {}
+    generator_step = trainer.generator_step
+
+    def recorded(tensors):
+        losses = generator_step(tensors)
+        seen.update(tensors)
+        return losses
+
+    trainer.generator_step = recorded
+    try:
+        res = trainer.step(real_A, real_B)
+    finally:
+        del trainer.generator_step
+    return res, {k: v.detach() for k, v in seen.items()}
+
+
 def training_checks(fx: dict, folder: Path, cfg, states: dict, fp: Fingerprint) -> list[Check]:
     """README step 5: three official iterations on fresh nets, compared after each.
 
@@ -355,11 +374,11 @@ def training_checks(fx: dict, folder: Path, cfg, states: dict, fp: Fingerprint) 
     for k, rec in enumerate(fx["iterations"]):
         tag, first = f"it{k + 1}", k == 0
         floors = fx["floors"]["iterations"][k]
-        trainer.decay_lr(rec["step"])
+        trainer.begin_step(rec["step"])
         lrs = (("G", trainer.lr, rec["lr_G"]), ("D", trainer.D_optim.param_groups[0]["lr"], rec["lr_D"]))
         for side, lr, ref in lrs:
             checks.append(Check(f"{tag} lr_{side}", abs(lr - ref), 1e-12 * abs(ref)))
-        res = trainer.step(real_A[k], real_B[k])
+        res, res_outputs = step_with_outputs(trainer, real_A[k], real_B[k])
 
         assert set(res.losses) == set(rec["losses"]), f"{tag}: loss names differ: " \
             f"{sorted(set(res.losses) ^ set(rec['losses']))}"
@@ -384,7 +403,7 @@ def training_checks(fx: dict, folder: Path, cfg, states: dict, fp: Fingerprint) 
         outputs = unpack_many(rec["outputs"], layouts["outputs"], fp)
         output_floor = largest(floors["outputs"].values())
         for name, r in outputs.items():
-            err, _ = compare(res.outputs[name], r, fp)
+            err, _ = compare(res_outputs[name], r, fp)
             allowance = 10 * floors["outputs"][name] if first else output_floor
             checks.append(gated(f"{tag} output {name}", err, 1e-5 if first else 1e-3, allowance))
 
@@ -449,17 +468,17 @@ def translate_checks(fx: dict, folder: Path, fp: Fingerprint) -> dict[str, list[
     """README step 6: test.py's input, the project's translation and the official post-processing."""
     weights = folder / TRANSLATE_WEIGHTS
     meta = fx["meta"]
-    official = load_official_photo2cartoon(weights)
+    arch, official = load_official(weights, meta["img_size"])  # arch: infer_photo2cartoon_arch of the file
     generators = {}
     for name in GENERATORS:  # the generator itself, for the CAM logit the Translator does not return
-        generators[name] = build_generator(infer_photo2cartoon_arch(official, meta["img_size"]))
+        generators[name] = build_generator(arch)
         generators[name].load_state_dict(official[name], strict=True)
     rgb = fx["face_rgb"].numpy()
     alphas = {"full_mask": np.full(rgb.shape[:2], 255, dtype=np.uint8), "soft_mask": fx["soft_alpha"].numpy()}
     groups = {}
     for direction, key, mask_name in (("A2B", "full_mask", "full_mask"), ("A2B", "soft_mask", "soft_mask"),
                                       ("B2A", "B2A_full_mask", "full_mask")):
-        tr = Translator.from_checkpoint(weights, direction=direction, device="cpu")
+        tr = load_translator(weights, direction=direction, device="cpu")
         assert (tr.model, tr.arch.light, tr.arch.ch, tr.img_size) == ("photo2cartoon", meta["light"], meta["ch"],
                                                                       meta["img_size"]), "checkpoint read wrongly"
         ref = fx[key]
@@ -501,13 +520,13 @@ def test_defaults_are_the_official_hyper_parameters(train_file):
     fx = load(train_file)
     meta = fx["meta"]
     cfg = config_of(fx, train_file.parent)
-    assert (cfg.light, cfg.lr, cfg.adv_weight, cfg.cycle_weight, cfg.identity_weight, cfg.cam_weight,
-            cfg.face_id_weight, cfg.rho_clipper, cfg.w_clipper, cfg.decay_flag, cfg.n_res) == \
+    assert (cfg.arch.light, cfg.lr, cfg.adv_weight, cfg.cycle_weight, cfg.identity_weight, cfg.cam_weight,
+            cfg.face_id_weight, cfg.rho_clipper, cfg.w_clipper, cfg.decay_flag, cfg.arch.n_res) == \
         (meta["light"], meta["lr"], meta["adv_weight"], meta["cycle_weight"], meta["identity_weight"],
          meta["cam_weight"], meta["faceid_weight"], meta["rho_clipper"], meta["w_clipper"], meta["decay_flag"],
          meta["n_res"])
     assert cfg.weight_decay == 1e-4
-    arch = cfg.arch()
+    arch = cfg.arch
     assert (arch.global_layers, arch.local_layers) == (7, 5)
     assert (cfg.precision, cfg.fused_adam, cfg.sn_outputs, cfg.compile, cfg.channels_last) == \
         ("fp32", False, False, "off", False), "faithful mode must compute the official way"

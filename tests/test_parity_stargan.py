@@ -47,22 +47,24 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from unpaired.data_multidomain import StarGANv2Batch
-from unpaired.models import stargan_v2 as stargan_models
-from unpaired.models.stargan_v2 import (
+from unpaired.models.stargan_v2 import networks as stargan_networks
+from unpaired.models.stargan_v2 import train as stargan_train
+from unpaired.models.stargan_v2.data import StarGANv2Batch
+from unpaired.models.stargan_v2.fan import load_fan
+from unpaired.models.stargan_v2.networks import (
     EMA_NETS,
     EMA_SUFFIX,
     TRAINED_NETS,
     Discriminator,
-    StarGANv2Arch,
     build_stargan_v2,
     build_translation_nets,
-    load_fan,
 )
-from unpaired.train import stargan_v2 as stargan_train
-from unpaired.train.stargan_v2 import StarGANv2Trainer, build_stargan_v2_config, ds_weight, validate_stargan_v2
+from unpaired.models.stargan_v2.options import StarGANv2Arch, StarGANv2Options
+from unpaired.models.stargan_v2.train import StarGANv2Trainer, ds_weight
+from unpaired.options import build as build_options
 
-UNPAIRED_SRC = Path(stargan_models.__file__).resolve().parents[2]  # the tree under test, for the child
+# the tree under test, for the child: src/unpaired/models/stargan_v2/networks.py -> src
+UNPAIRED_SRC = Path(stargan_networks.__file__).resolve().parents[3]
 
 SHIPPED = Path(__file__).parent / "parity_fixtures" / "stargan"
 FORMAT = "stargan_v2_parity/1"
@@ -260,25 +262,26 @@ def is_unread_official_key(key: str, net: str, w_hpf: float) -> bool:
 @contextlib.contextmanager
 def mapping_width(width: int) -> Iterator[None]:
     """The README's width shim: the project's mapping-network width constant, while nets are built."""
-    before = stargan_models.MAPPING_WIDTH
-    stargan_models.MAPPING_WIDTH = width
+    before = stargan_networks.MAPPING_WIDTH
+    stargan_networks.MAPPING_WIDTH = width
     try:
         yield
     finally:
-        stargan_models.MAPPING_WIDTH = before
+        stargan_networks.MAPPING_WIDTH = before
 
 
-def config_of(fx: dict, fan_weights: str | None):
-    """The project config of a training fixture, from its ``config`` and official option values."""
+def config_of(fx: dict, fan_weights: str | None) -> StarGANv2Options:
+    """The project options of a training fixture, from its ``config`` and official option values
+    (flat names, the architecture's routed into ``opts.arch``; ``build`` checks each value)."""
     c, a = fx["config"], fx["official_args"]
-    cfg = build_stargan_v2_config(dict(
+    cfg = build_options(StarGANv2Options, ("the fixture's config", dict(
         img_size=c["img_size"], style_dim=c["style_dim"], latent_dim=c["latent_dim"], max_conv_dim=c["max_conv_dim"],
         w_hpf=c["w_hpf"], fan_weights=fan_weights, domains=[f"domain{i}" for i in range(c["num_domains"])],
         lambda_reg=c["lambda_reg"], lambda_cyc=c["lambda_cyc"], lambda_sty=c["lambda_sty"],
         lambda_ds=c["lambda_ds"], ds_iter=c["ds_iter"], iters=fx["iters"], batch_size=c["batch_size"],
         lr=a["lr"], f_lr=a["f_lr"], beta1=a["beta1"], beta2=a["beta2"], weight_decay=a["weight_decay"],
-        seed=c["seed"]))
-    validate_stargan_v2(cfg)
+        seed=c["seed"])))
+    cfg.arch.check()  # what the networks can be built for (training data, absent here, is checked by the recipe)
     return cfg
 
 
@@ -313,7 +316,7 @@ def build(fx: dict, tmp_dir: Path) -> Built:
         fan_weights = str(write_fan_weights(fx["fan_recipe"], fx["fan_checksums"], tmp_dir / "wing.ckpt"))
     cfg = config_of(fx, fan_weights)
     with mapping_width(c["mapping_width"]):
-        nets = build_stargan_v2(cfg.arch(), cfg.seed)
+        nets = build_stargan_v2(cfg.arch, cfg.seed)
     for name in TRAINED_NETS:
         load_official(nets[name], fx["init"]["nets"][name], name, c["w_hpf"])
     for name in EMA_NETS:
@@ -467,9 +470,9 @@ def snapshot(built: Built) -> dict:
 def run_iteration(built: Built, fx: dict, it: int) -> dict:
     """Official iteration ``it`` (1-based) on batch ``it``: losses, grads and states afterwards."""
     with recording(built.trainer) as log:
-        built.trainer.decay_lr(it)
+        built.trainer.begin_step(it)
         result = built.trainer.step(batch_of(fx, it))
-    losses = {**result.floats(), **log["totals"]}
+    losses = {**{k: v.item() for k, v in result.losses.items()}, **log["totals"]}
     return {"losses": losses, "grads": log["grads"], **snapshot(built)}
 
 
@@ -551,8 +554,8 @@ def iteration_checks(fx: dict, built: Built, it: int, ours: dict, before_ours: d
     for group, names in (("nets", TRAINED_NETS), ("ema", EMA_NETS)):
         for net in names:
             ref_state, our_state = rec[group][net], ours[group][net]
-            assert set(our_state) == {k for k in ref_state if not is_unread_official_key(k, net, cfg.w_hpf)}, \
-                f"{tag} {group} {net}: keys differ"
+            kept = {k for k in ref_state if not is_unread_official_key(k, net, cfg.arch.w_hpf)}
+            assert set(our_state) == kept, f"{tag} {group} {net}: keys differ"
             keys = list(our_state)
             ref_upd = {k: ref_state[k] - before_ref[group][net][k] for k in keys}
             our_upd = {k: our_state[k] - before_ours[group][net][k] for k in keys}
@@ -625,7 +628,7 @@ def replay_checks(fx: dict, tmp_dir: Path) -> list[Check]:
 
 def load_record(built: Built, rec: dict) -> None:
     """Nets, EMA nets and Adam's ``exp_avg_sq`` from an official record (step counters already agree)."""
-    w_hpf = built.cfg.w_hpf
+    w_hpf = built.cfg.arch.w_hpf
     for name in TRAINED_NETS:
         load_official(built.nets[name], rec["nets"][name], name, w_hpf)
     for name in EMA_NETS:

@@ -29,6 +29,8 @@ not depend on which x86 CPU made them. tests/test_compat.py runs the CLI the sam
 Usage: python tools/make_compat_fixtures.py [--out DIR] [--only FAMILY ...] [--keep-large]
 (default --out: tests/compat_fixtures/<version of the unpaired package imported>). The package
 is the one on PYTHONPATH: run it with the code whose files are to be pinned.
+It runs with the unpaired 0.1.0 source (its imports and CLI flags are 0.1.0's, not ported to later
+layouts): tests/test_compat.py puts that source, from git history, on PYTHONPATH.
 """
 
 from __future__ import annotations
