@@ -22,14 +22,13 @@ from unpaired.models.ugatit_tf.bundle import TFCheckpoint
 from unpaired.models.ugatit_tf import crc32c as crc32c_module
 from unpaired.models.ugatit_tf.crc32c import _raw_bytes, crc32c, masked
 from unpaired.models.ugatit_tf.data import TFInferenceTransform, TFTrainTransform, tf_resize_bilinear
-from unpaired.models.ugatit_tf.networks import (CAM, NET_NAMES, TFConv, UGATITTFArch, build_ugatit_tf,
-                                                deepest_n_dis, power_iteration, regularized_kernels,
-                                                set_sn_outputs)
+from unpaired.models.ugatit_tf.networks import (CAM, NET_NAMES, TFConv, build_ugatit_tf, power_iteration,
+                                                regularized_kernels, set_sn_outputs)
 from unpaired.models.ugatit_tf.official import (expected_tf_shapes, infer_arch, is_optimizer_slot,
                                                 read_tf_checkpoint, state_dicts_from_tf, tf_variables_from,
                                                 variable_map)
-from unpaired.models.ugatit_tf.train import (GAN_TYPES, UGATITTFTrainer, discriminator_loss, generator_loss,
-                                             regularization, tf_lr)
+from unpaired.models.ugatit_tf.options import GAN_TYPES, UGATITTFArch, deepest_n_dis
+from unpaired.models.ugatit_tf.train import UGATITTFTrainer, discriminator_loss, generator_loss, regularization, tf_lr
 
 FIXTURES = Path(__file__).parent / "parity_fixtures" / "tf"
 LIGHT = FIXTURES / "light_s96_ch2_nd6" / "checkpoint"
