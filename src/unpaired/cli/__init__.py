@@ -3,9 +3,11 @@
 Every subcommand module in ``COMMANDS`` defines ``HELP`` (one line), ``add_arguments(parser)``
 and ``run(args) -> int``; a module that parses its own options in a second pass (``train``:
 the chosen model's options) sets ``PASS_THROUGH = True`` and gets ``run(args, rest)``. CLI
-modules only parse arguments and call the library. User mistakes raise ``UserError`` anywhere below; they are printed here
-as one line on stderr with exit code 2, without a traceback. Anything else is a bug: its
-traceback is printed, marked as one to report.
+modules only parse arguments and call the library. User mistakes raise ``UserError`` anywhere
+below; they are printed here as one line on stderr with exit code 2, without a traceback. So
+is an error of the operating system (a file that cannot be read, a full disk) that no layer
+below has already named: it is the machine's, not a bug. Anything else is a bug: its traceback
+is printed, marked as one to report.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
 
 from .. import __version__
-from ..errors import UserError
+from ..errors import UserError, explain
 
 COMMANDS = ("train", "test", "demo", "import_official", "prepare_faces", "translate", "export", "eval", "plot", "serve")
 
@@ -68,7 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("unpaired: interrupted", file=sys.stderr)
         return 130
-    except Exception:  # not a user's mistake: a bug, shown in full so that it can be reported
+    except BrokenPipeError:  # `unpaired plot | head -1`: the reader left; stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:  # the machine's (an OSError without one is ours)
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"unpaired: error: {where}{explain(exc)}", file=sys.stderr)
+            return 2
+        # not a user's mistake: a bug, shown in full so that it can be reported
         traceback.print_exc()
         print("unpaired: internal error: this is a bug in unpaired, not in your input; please report it "
               "with the traceback above", file=sys.stderr)
