@@ -32,8 +32,12 @@ from unpaired.models.stargan_v2.data import (
     val_batch,
 )
 from unpaired.models.stargan_v2.fan import FAN, face_masks, load_fan
+from unpaired.models.stargan_v2 import networks as stargan_networks
 from unpaired.models.stargan_v2.networks import (
+    EMA_NETS,
+    EMA_SUFFIX,
     NET_NAMES,
+    TRAINED_NETS,
     Generator,
     HighPass,
     StyleEncoder,
@@ -146,13 +150,33 @@ def test_he_init_and_seed_determinism():
         for (key, t), t2 in zip(a[name].state_dict().items(), b[name].state_dict().values()):
             assert torch.equal(t, t2), f"{name}.{key}"
     assert not torch.equal(a["generator"].from_rgb.weight, c["generator"].from_rgb.weight)
-    for base in ("generator", "mapping_network", "style_encoder"):
-        for t, t2 in zip(a[base].state_dict().values(), a[base + "_ema"].state_dict().values()):
-            assert torch.equal(t, t2)  # EMA starts as a copy of the initialised net
     conv = a["discriminator"].main[0]
     fan_in = conv.weight[0].numel()
     assert torch.all(conv.bias == 0)
     assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / fan_in), rel=0.25)  # Kaiming, ReLU gain
+
+
+def test_ema_nets_start_from_the_official_default_init_unless_copied_after_he_init(monkeypatch):
+    """--ema-init before (the default): the EMA copies are taken before the He initialisation, as the
+    official code takes them, so they are bit for bit the official EMA nets of a parity fixture
+    (same seed, the README's mapping-width shim); --ema-init after: copies of the He-initialised nets."""
+    fx = torch.load(Path(__file__).parent / "parity_fixtures" / "stargan" / "stargan_parity_train32.pt",
+                    weights_only=True)
+    c = fx["config"]
+    arch = StarGANv2Arch(img_size=c["img_size"], style_dim=c["style_dim"], latent_dim=c["latent_dim"],
+                         max_conv_dim=c["max_conv_dim"], domains=tuple(f"d{i}" for i in range(c["num_domains"])))
+    monkeypatch.setattr(stargan_networks, "MAPPING_WIDTH", c["mapping_width"])
+    before, after = build_stargan_v2(arch, c["seed"]), build_stargan_v2(arch, c["seed"], ema_init="after")
+    for name in EMA_NETS:
+        ema, official = before[name + EMA_SUFFIX].state_dict(), fx["init"]["ema"][name]
+        assert ema.keys() == official.keys()
+        assert all(torch.equal(ema[key], official[key]) for key in ema), name
+        assert not torch.equal(before[name].state_dict()[next(iter(ema))], ema[next(iter(ema))])  # not He's
+        for t, t2 in zip(after[name].state_dict().values(), after[name + EMA_SUFFIX].state_dict().values()):
+            assert torch.equal(t, t2)
+    for name in TRAINED_NETS:  # the order changes the EMA copies only
+        for t, t2 in zip(before[name].state_dict().values(), after[name].state_dict().values()):
+            assert torch.equal(t, t2)
 
 
 def test_high_pass_filter():

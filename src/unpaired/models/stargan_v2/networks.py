@@ -9,8 +9,11 @@ official clovaai/stargan-v2 layout with its parameter names, so its checkpoints 
 * with ``w_hpf > 0`` the high-pass skips sit at img_size/8, /4, /2 (official: fixed 32, 64, 128,
   the same at its 256 px) and the unused 1x1 shortcuts of the decoder are not created (official
   checkpoints carry ``decode.*.conv1x1.weight`` tensors that nothing reads; drop them on import);
-* He initialisation draws from an explicit seed, and the EMA copies are taken after it (official:
-  before, so its EMA nets started from PyTorch's default init and took ~5k steps to forget it).
+* He initialisation draws from an explicit seed (official: the global RNG, after the default
+  initialisation). The EMA copies are taken before it, as official, so that they start from
+  PyTorch's default initialisation, bit for bit the official EMA nets of the same seed;
+  ``ema_init="after"`` (``--ema-init after``) copies the He-initialised networks instead, as
+  unpaired 0.1 did.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .options import StarGANv2Arch
+from .options import EMA_INITS, StarGANv2Arch
 
 TRAINED_NETS = ("generator", "mapping_network", "style_encoder", "discriminator")
 EMA_NETS = ("generator", "mapping_network", "style_encoder")
@@ -277,18 +280,29 @@ def build_translation_nets(arch: StarGANv2Arch) -> dict[str, nn.Module]:
     }
 
 
-def build_stargan_v2(arch: StarGANv2Arch, seed: int = 0) -> dict[str, nn.Module]:
+def build_stargan_v2(arch: StarGANv2Arch, seed: int = 0, ema_init: str = "before") -> dict[str, nn.Module]:
     """The four trained networks, He-initialised from ``seed``, plus EMA copies of G, F and E.
 
-    Keys are ``NET_NAMES``; every weight comes from ``seed`` alone (the global RNG is not read).
+    Keys are ``NET_NAMES``; every weight comes from ``seed`` alone (the global RNG is left as it
+    was). The networks are built in the official order after seeding, as the official code does
+    with ``torch.manual_seed(seed)``, so their default initialisation is the official one;
+    ``ema_init`` "before" takes the EMA copies from it, "after" from the He-initialised networks.
     """
-    nets = build_translation_nets(arch)
-    nets["discriminator"] = Discriminator(arch.img_size, arch.num_domains, arch.max_conv_dim)
+    if ema_init not in EMA_INITS:
+        raise ValueError(f"ema_init must be one of {EMA_INITS}, got {ema_init!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        nets = build_translation_nets(arch)
+        nets["discriminator"] = Discriminator(arch.img_size, arch.num_domains, arch.max_conv_dim)
+
+    def copies() -> dict[str, nn.Module]:
+        return {name + EMA_SUFFIX: copy.deepcopy(nets[name]) for name in EMA_NETS}
+
+    ema = copies() if ema_init == "before" else None
     generator = torch.Generator().manual_seed(seed)
     for name in TRAINED_NETS:
         he_init_(nets[name], generator)
-    for name in EMA_NETS:
-        nets[name + EMA_SUFFIX] = copy.deepcopy(nets[name])
+    nets.update(ema if ema is not None else copies())
     return {name: nets[name] for name in NET_NAMES}
 
 

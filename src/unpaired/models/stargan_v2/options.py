@@ -15,6 +15,7 @@ from ...options import MAX_SEED, RunOptions, option
 
 MIN_IMG_SIZE = 32  # smallest size with one down/up-sampling block in the generator
 MIN_HPF_IMG_SIZE = 128  # the finest face-mask skip (img/8) must lie above the 8 px bottleneck
+EMA_INITS = ("before", "after")  # when the EMA networks are copied from the trained ones (see --ema-init)
 
 # The paper's per-dataset settings (official README commands); explicit options override them.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -78,6 +79,10 @@ class StarGANv2Options(RunOptions):
     weight_decay: float = option(1e-4, "Adam (coupled L2) weight decay", minimum=0)
     ema_beta: float = option(0.999, "decay of the EMA networks that sample (0.99 for short trials)",
                              minimum=0, maximum=1)
+    ema_init: str = option("before", "copy the EMA networks before the He initialisation, as the official code "
+                                     "(they start from PyTorch's default init), or after it (they start equal to "
+                                     "the trained networks; unpaired 0.1's order); default: before",
+                           choices=EMA_INITS)
     randcrop_prob: float = option(0.5, "probability of a random resized crop", minimum=0, maximum=1)
     # logging and checkpoints
     log_freq: int = option(10, "log losses every N iterations (official --print_every)", minimum=1, resumable=True)

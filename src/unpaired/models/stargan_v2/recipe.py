@@ -43,7 +43,7 @@ class StarGANv2Recipe:
         return data, opts
 
     def build_nets(self, opts: StarGANv2Options) -> dict[str, nn.Module]:
-        return build_stargan_v2(opts.arch, opts.seed)
+        return build_stargan_v2(opts.arch, opts.seed, opts.ema_init)
 
     def resolve_speed(self, opts: StarGANv2Options, device: torch.device) -> StarGANv2Options:
         """Unset options compute the official way (no fast path is measured for StarGAN v2 yet);
