@@ -144,7 +144,7 @@ def _describe(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
-class _Invalid(Exception):
+class Invalid(Exception):
     """What is wrong with a value, as the rest of a sentence that starts with the option's flag."""
 
 
@@ -155,38 +155,39 @@ def check_value(name: str, value: Any, hint: Any, meta: Mapping[str, Any], sourc
     rather than read as true, and a number is refused outside its range or when not finite.
     """
     try:
-        return _checked(value, hint, meta)
-    except _Invalid as exc:
+        return checked(value, hint, meta)
+    except Invalid as exc:
         raise UserError(f"{flag_name(name)} {exc}" + (f" (in {source})" if source else "")) from None
 
 
-def _checked(value: Any, hint: Any, meta: Mapping[str, Any]) -> Any:
+def checked(value: Any, hint: Any, meta: Mapping[str, Any]) -> Any:
+    """``value`` as the type ``hint`` names, within the bounds of ``meta`` (see ``option``); ``Invalid`` if not."""
     kind, optional = _base_type(hint)
     if value is None:
         if optional:
             return None
-        raise _Invalid("needs a value")
+        raise Invalid("needs a value")
     if kind is bool:
         if not isinstance(value, bool):
-            raise _Invalid(f"must be true or false, got {_describe(value)}")
+            raise Invalid(f"must be true or false, got {_describe(value)}")
         return value
     if kind is int:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _Invalid(f"must be a whole number, got {_describe(value)}")
+            raise Invalid(f"must be a whole number, got {_describe(value)}")
     elif kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _Invalid(f"must be a number, got {_describe(value)}")
+            raise Invalid(f"must be a number, got {_describe(value)}")
         value = float(value)
         if not math.isfinite(value):
-            raise _Invalid(f"must be a finite number, got {value}")
+            raise Invalid(f"must be a finite number, got {value}")
     elif kind is str:
         if not isinstance(value, str):
-            raise _Invalid(f"must be a string, got {_describe(value)}")
+            raise Invalid(f"must be a string, got {_describe(value)}")
     elif typing.get_origin(kind) in (tuple, list):
         if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
-            raise _Invalid(f"must be a list of names, got {_describe(value)}")
+            raise Invalid(f"must be a list of names, got {_describe(value)}")
         value = tuple(value)
     _check_range(value, meta)
     return value
@@ -195,13 +196,13 @@ def _checked(value: Any, hint: Any, meta: Mapping[str, Any]) -> Any:
 def _check_range(value: Any, meta: Mapping[str, Any]) -> None:
     choices, low, high, above = meta.get("choices"), meta.get("minimum"), meta.get("maximum"), meta.get("above")
     if choices is not None and value not in choices:
-        raise _Invalid(f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+        raise Invalid(f"must be one of {', '.join(map(str, choices))}, got {value!r}")
     if low is not None and value < low:
-        raise _Invalid(f"must be at least {low:g}, got {value}")
+        raise Invalid(f"must be at least {low:g}, got {value}")
     if high is not None and value > high:
-        raise _Invalid(f"must be at most {high:g}, got {value}")
+        raise Invalid(f"must be at most {high if isinstance(high, int) else f'{high:g}'}, got {value}")
     if above is not None and not value > above:
-        raise _Invalid(f"must be above {above:g}, got {value}")
+        raise Invalid(f"must be above {above:g}, got {value}")
 
 
 # ----------------------------------------------------------------------------- building options
@@ -254,6 +255,14 @@ def _construct(cls: type, chosen: Mapping[str, Any]) -> Any:
         elif f.name in chosen:
             top[f.name] = chosen[f.name]
     return cls(**top)
+
+
+def build_arch(cls: type, values: Mapping[str, Any], source: str = "the recorded architecture") -> Any:
+    """An architecture dataclass from what a weights file or graph records, each value checked like
+    the option it is (a file may be damaged or edited); names this release does not know are ignored."""
+    known = {f.name: f for f in fields(cls)}
+    return cls(**{name: check_value(name, value, _hint(cls, name), known[name].metadata, source)
+                  for name, value in values.items() if name in known})
 
 
 def changed(saved: Any, requested: Mapping[str, Any], source: str = "the command line") -> tuple[Any, list[str]]:

@@ -1,37 +1,39 @@
-"""Argument types shared by the subcommands: each refuses a bad value with a message argparse shows."""
+"""Argument types shared by the subcommands, checked by the rules of ``options`` (the flags of
+``unpaired train`` and its YAML values obey the same): argparse shows the one-line message."""
 
 from __future__ import annotations
 
 import argparse
-import math
+from collections.abc import Callable
+from typing import Any
+
+from .. import options as opt
+
+KINDS = {int: "a whole number", float: "a number"}
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def checked(kind: type, **bounds: float) -> Callable[[str], Any]:
+    """An argparse type: the text as ``kind`` (int or float), finite and within ``bounds``
+    (``minimum``, ``maximum``, ``above``, as ``options.option`` takes them)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {KINDS[kind]}, got {text!r}") from None
+        try:
+            return opt.checked(value, kind, bounds)
+        except opt.Invalid as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = KINDS[kind]  # what argparse names in its own messages
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
-    return value
-
-
-def port_number(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0..65535 (0: any free port), got {value}")
-    return value
+positive_int = checked(int, minimum=1)
+positive_float = checked(float, above=0)
+port_number = checked(int, minimum=0, maximum=65535)  # 0: any free port
+seed = checked(int, minimum=0, maximum=opt.MAX_SEED)
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ._args import add_device, nonnegative_int, positive_int
+from ._args import add_device, positive_int, seed
 
 HELP = "train a small model on the built-in emoji data (a few minutes on a CPU) and translate its test set"
 log = logging.getLogger("unpaired")
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run directory (default: ./unpaired-demo)")
     parser.add_argument("--iters", type=positive_int, default=400, help="training iterations (default: 400)")
     add_device(parser)
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
+    parser.add_argument("--seed", type=seed, default=0, help="random seed")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..metrics import METRICS
-from ._args import add_device, nonnegative_int, positive_int
+from ._args import add_device, checked, positive_int, seed
 
 HELP = ("score a run on the test sets: KID, mean KID, FID and, with DIR/pairs.csv, L1, PSNR, SSIM, LPIPS "
         "(StarGAN v2 runs: the official FID and LPIPS-diversity protocol on val/ and train/)")
@@ -30,11 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lpips-weights", type=Path, default=None,
                         help="local copy of torchvision's alexnet-owt-7be5be79.pth for the LPIPS backbone "
                              "(for offline machines; default: downloaded on first use)")
-    parser.add_argument("--kid-subset-size", type=positive_int, default=KIDSettings.subset_size,
+    parser.add_argument("--kid-subset-size", type=checked(int, minimum=2), default=KIDSettings.subset_size,
                         help="images per KID subset, capped at the set sizes (default 1000)")
     parser.add_argument("--kid-subsets", type=positive_int, default=KIDSettings.n_subsets,
                         help="KID subsets (default 100)")
-    parser.add_argument("--seed", type=nonnegative_int, default=KIDSettings.seed,
+    parser.add_argument("--seed", type=seed, default=KIDSettings.seed,
                         help="seed of the KID subset draws (StarGAN v2: of the latent codes)")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
     add_device(parser)

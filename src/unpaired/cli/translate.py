@@ -20,7 +20,7 @@ from ..errors import UserError
 from ..inference.pictures import FITS
 from ..video import VIDEO_EXTENSIONS, is_video, output_suffix
 from ..viz import save_png
-from ._args import add_device, nonnegative_int, positive_int
+from ._args import add_device, positive_int, seed
 
 HELP = "translate images, folders, glob patterns and videos with a trained model"
 log = logging.getLogger("unpaired")
@@ -89,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                             "training data)")
     group.add_argument("--reference", type=Path, metavar="IMG",
                        help="reference-guided: take the style from this picture (default: latent-guided)")
-    group.add_argument("--seed", type=nonnegative_int, default=None,
+    group.add_argument("--seed", type=seed, default=None,
                        help="latent-guided: seed of the latent codes (default 0)")
     group.add_argument("--num", type=positive_int, default=None, help="latent-guided: outputs per input (default 1)")
     group.add_argument("--fan-weights", type=Path, metavar="FILE",

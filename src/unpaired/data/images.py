@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 
@@ -31,8 +32,11 @@ IMAGE_EXTENSIONS = frozenset(
 )
 SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 # What Pillow raises for broken files: truncated/garbled data (OSError, incl.
-# UnidentifiedImageError), bad headers (SyntaxError, ValueError), absurd sizes.
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+# UnidentifiedImageError), bad headers (SyntaxError, ValueError), absurd sizes, and, found by
+# fuzzing truncated and bit-flipped files, frames and tags that are cut off or garbled
+# (EOFError, IndexError, KeyError, TypeError, struct.error: animated GIFs, multi-page TIFFs).
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error,
+                 Image.DecompressionBombError)
 
 Transform = Callable[[Image.Image, torch.Generator | None], torch.Tensor]
 

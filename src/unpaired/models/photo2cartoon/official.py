@@ -10,7 +10,7 @@ import torch
 from ...errors import UserError
 from ...files import load_torch_file
 from ..ugatit.networks import NET_NAMES
-from ..ugatit.official import check_states, mlp_geometry
+from ..ugatit.official import check_states, is_state_dict, mlp_geometry
 from ..ugatit.options import UGATITArch
 from .networks import build_photo2cartoon
 
@@ -41,9 +41,7 @@ def is_photo2cartoon(params: object) -> bool:
     whose stem is photo2cartoon's (``ConvBlock1``), tensors only."""
     if not isinstance(params, dict) or not {"genA2B", "genB2A"} & set(params):
         return False
-    states = [params[name] for name in NET_NAMES if name in params]
-    if not all(isinstance(state, dict) and all(isinstance(t, torch.Tensor) for t in state.values())
-               for state in states):
+    if not all(is_state_dict(params[name]) for name in NET_NAMES if name in params):
         return False
     generator = params.get("genA2B", params.get("genB2A"))
     return any(key.removeprefix("module.").startswith("ConvBlock1.") for key in generator)

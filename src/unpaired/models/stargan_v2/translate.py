@@ -23,6 +23,7 @@ from ...inference.backends import OnnxBackend, TorchBackend, onnx_metadata, onnx
 from ...inference.onnx import DEFAULT_OPSET, Graph, export_graphs, random_images
 from ...inference.pictures import Picture, prepare
 from ...inference.translator import TranslationOutput, Translator
+from ...options import build_arch
 from ...runtime import resolve_device
 from .fan import FAN, generate, load_fan
 from .networks import EMA_NETS, EMA_SUFFIX, build_translation_nets
@@ -188,9 +189,8 @@ def _labels(x: torch.Tensor, label: int) -> torch.Tensor:
 
 
 def arch_from_meta(values: dict[str, Any]) -> StarGANv2Arch:
-    """The architecture a weights file or graph records (JSON turns the domain tuple into a list)."""
-    known = {name: values[name] for name in StarGANv2Arch.__dataclass_fields__ if name in values}
-    arch = StarGANv2Arch(**{**known, "domains": tuple(known.get("domains", ()))})
+    """The architecture a weights file or graph records, checked (its domains: a list of names)."""
+    arch = build_arch(StarGANv2Arch, values)
     arch.check()
     if not arch.domains:
         raise UserError("the recorded StarGAN v2 architecture names no domains")

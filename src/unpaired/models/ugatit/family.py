@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from ...checkpoint import read_arch
+from ...options import build_arch
 from ...evaluation import two_domain
 from ..contract import ModelFamily
 from .networks import build_generator
@@ -19,9 +19,8 @@ OFFICIAL_SUFFIXES = (".pt", ".pth")
 
 
 def arch_from_meta(values: dict[str, Any]) -> UGATITArch:
-    """The architecture a weights file records (keys of older releases that no longer exist are ignored)."""
-    known = {f.name for f in fields(UGATITArch)}
-    return UGATITArch(**{key: value for key, value in values.items() if key in known})
+    """The architecture a weights file records, checked (keys of older releases that no longer exist are ignored)."""
+    return build_arch(UGATITArch, values)
 
 
 def translator(arch: UGATITArch, read, source: Path, **options: Any):

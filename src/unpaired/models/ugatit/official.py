@@ -18,12 +18,16 @@ from ...files import load_torch_file
 from .networks import NET_NAMES, build_ugatit
 from .options import UGATITArch
 
+def is_state_dict(value: object) -> bool:
+    """A mapping of names to tensors, and nothing else (a file may hold anything)."""
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in value.items())
+
+
 def is_official(params: object) -> bool:
     """Whether a loaded file holds the six official state_dicts (tensors only) of U-GAT-IT
     generators (an encoder called ``DownBlock``; photo2cartoon's files have the same six names)."""
     return (isinstance(params, dict) and set(NET_NAMES) <= set(params)
-            and all(isinstance(params[name], dict) and all(isinstance(t, torch.Tensor) for t in params[name].values())
-                    for name in NET_NAMES)
+            and all(is_state_dict(params[name]) for name in NET_NAMES)
             and any(key.startswith("DownBlock.") for key in params["genA2B"]))
 
 

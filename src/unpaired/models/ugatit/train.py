@@ -30,10 +30,11 @@ def official_lr(step: int, lr0: float, iters: int, decay: bool = True) -> float:
 
     A closed form differs in the last bits (and the official last step is slightly negative),
     so we replay the subtraction; it runs only when a schedule is (re)built, not per step.
+    A run of one iteration has no second half to decay over (the official code divides by zero).
     """
     lr = lr0
     half = iters // 2
-    if decay:
+    if decay and half:
         for _ in range(half + 1, step + 1):
             lr -= lr0 / half
     return lr
@@ -83,7 +84,7 @@ class UGATITTrainer:
     def begin_step(self, step: int) -> None:
         """Official per-step decay, applied at the start of 1-based ``step``."""
         half = self.opts.iters // 2
-        if self.opts.decay_flag and step > half:
+        if self.opts.decay_flag and half and step > half:  # one iteration: no second half (see official_lr)
             for optim in (self.G_optim, self.D_optim):
                 optim.param_groups[0]["lr"] -= self.opts.lr / half
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from ...checkpoint import read_arch
+from ...options import build_arch
 from ...evaluation import two_domain
 from ..contract import ModelFamily
 from ..ugatit.translate import open_onnx_translator, open_translator
@@ -19,8 +19,8 @@ from .recipe import UGATITTFRecipe
 
 
 def arch_from_meta(values: dict[str, Any]) -> UGATITTFArch:
-    known = {f.name for f in fields(UGATITTFArch)}
-    return UGATITTFArch(**{key: value for key, value in values.items() if key in known})
+    """The architecture a weights file or graph records, checked."""
+    return build_arch(UGATITTFArch, values)
 
 
 def translator(arch: UGATITTFArch, read, source: Path, **options: Any):
