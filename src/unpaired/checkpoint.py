@@ -5,20 +5,23 @@ A run's checkpoint is a folder ``RUN/checkpoints/<step:07d>/`` holding ``weights
 metadata, so the file alone is enough for inference) and ``state.pt`` (optimisers, step, RNG and
 data-stream positions; plain tensors and numbers, loadable with ``torch.load(weights_only=True)``).
 The folder is written under a temporary name and renamed when complete, so a crash or a full disk
-never leaves a half checkpoint where ``--resume`` would pick it up. Nothing here knows a model:
-the family names its networks and architecture.
+never leaves a half checkpoint where ``--resume`` would pick it up; old checkpoints are renamed
+away before they are deleted, so a crash never leaves half of one either. Readers take the newest
+checkpoint that reads back (``newest``): a damaged one is named and skipped, not fatal. Nothing
+here knows a model: the family names its networks and architecture.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -26,11 +29,16 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .errors import UserError
-from .files import atomic_path
+from .files import atomic_file, atomic_path, load_torch_file, writing
+
+log = logging.getLogger("unpaired")
 
 WEIGHTS = "weights.safetensors"
 STATE = "state.pt"
 FORMAT = "unpaired/1"
+STATE_KEYS = {"step": int, "iters": int, "trainer": dict, "rng": dict}  # what resuming reads from state.pt
+TEMPORARY = ".tmp-"  # a checkpoint being written
+TRASH = ".trash-"  # a checkpoint being deleted
 
 States = dict[str, dict[str, torch.Tensor]]  # network name -> state_dict
 
@@ -124,39 +132,96 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(done, key=lambda p: int(p.name))
 
 
+Read = TypeVar("Read")
+
+
+def newest(root: Path, read: Callable[[Path], Read]) -> tuple[Path, Read] | None:
+    """The newest complete checkpoint under ``root`` that ``read`` accepts, and what it read.
+
+    A damaged checkpoint (``read`` raises UserError: a truncated, foreign or unreadable file)
+    is skipped with a warning that names it, so one bad folder never blocks a run while an older
+    one is good. None when there is no complete checkpoint; a UserError when all are damaged.
+    """
+    damaged = []
+    for folder in reversed(list_checkpoints(root)):
+        try:
+            found = folder, read(folder)
+        except UserError as exc:
+            damaged.append(f"{folder.name} ({exc})")
+            continue
+        if damaged:
+            log.warning(f"skipped damaged checkpoint(s) in {root}: {'; '.join(damaged)}; using {folder} "
+                        f"(remove the damaged folder(s) to silence this)")
+        return found
+    if damaged:
+        raise UserError(f"every checkpoint in {root} is damaged: {'; '.join(damaged)}")
+    return None
+
+
 def latest_checkpoint(root: Path) -> Path | None:
+    """The newest complete checkpoint, unread (inference takes the newest that reads back: see ``newest``)."""
     found = list_checkpoints(root)
     return found[-1] if found else None
 
 
 def save_checkpoint(root: Path, step: int, nets: Mapping[str, nn.Module], model: str, arch: Any,
                     state: dict[str, Any], keep: int) -> Path:
-    """Write checkpoint ``step`` under ``root`` as a complete folder, then drop all but the newest ``keep``."""
+    """Write checkpoint ``step`` under ``root`` as a complete folder, then drop all but the newest ``keep``.
+
+    A failure of the machine (full disk) is a WriteError and leaves every earlier checkpoint intact.
+    """
     root = Path(root)
     final = root / f"{step:07d}"
-    tmp = root / f".tmp-{step:07d}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
-        save_weights(tmp / WEIGHTS, states_of(nets), model, arch, step=step)
-        with atomic_path(tmp / STATE) as path:
-            torch.save(state, path)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    for old in list_checkpoints(root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    tmp = root / f"{TEMPORARY}{step:07d}-{uuid.uuid4().hex[:8]}"
+    with writing(final):
+        tmp.mkdir(parents=True)
+        try:
+            save_weights(tmp / WEIGHTS, states_of(nets), model, arch, step=step)
+            with atomic_file(tmp / STATE) as fh:
+                torch.save(state, fh)
+            if final.exists():
+                discard(final)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        # Checkpoints after this step are left alone: they are damaged ones a resume skipped, which
+        # this run replaces as it reaches their steps; counting them could drop the good ones.
+        for old in [folder for folder in list_checkpoints(root) if int(folder.name) <= step][:-keep]:
+            discard(old)
     return final
 
 
+def discard(folder: Path) -> None:
+    """Delete a checkpoint folder without ever leaving half of it behind under its own name.
+
+    It is renamed out of the checkpoints first (atomic), then deleted: a process killed while
+    deleting leaves a ``.trash-*`` folder, which ``remove_leftovers`` clears at the next start.
+    """
+    trash = folder.with_name(f"{TRASH}{folder.name}-{uuid.uuid4().hex[:8]}")
+    os.replace(folder, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def load_state(folder: Path) -> dict[str, Any]:
-    return torch.load(Path(folder) / STATE, weights_only=True, map_location="cpu")
+    """A checkpoint's training state, checked for what resuming needs; a UserError naming the
+    file when it is truncated, damaged or not ours."""
+    path = Path(folder) / STATE
+    state = load_torch_file(path, "a checkpoint's training state")
+    if not (isinstance(state, dict) and all(isinstance(state.get(key), kind) for key, kind in STATE_KEYS.items())
+            and _is_rng_state(state["rng"].get("torch"))):
+        raise UserError(f"{path} is not the training state of an unpaired checkpoint "
+                        f"(it must hold {', '.join(STATE_KEYS)})")
+    return state
 
 
-def remove_stale_temporaries(root: Path) -> None:
-    """Delete folders left by a checkpoint write that was killed half-way."""
+def _is_rng_state(value: Any) -> bool:
+    return (isinstance(value, torch.Tensor) and value.dtype == torch.uint8
+            and value.shape == torch.get_rng_state().shape)
+
+
+def remove_leftovers(root: Path) -> None:
+    """Delete the folders a killed process left: checkpoints half written, or half deleted."""
     root = Path(root)
     if root.is_dir():
-        for p in root.glob(".tmp-*"):
+        for p in [*root.glob(f"{TEMPORARY}*"), *root.glob(f"{TRASH}*")]:
             shutil.rmtree(p, ignore_errors=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .files import write_text_atomic
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPILE_MODES = ("off", "default", "max-autotune", "max-autotune-no-cudagraphs", "reduce-overhead")
@@ -34,16 +35,18 @@ MAX_SEED = 2**63 - 1  # torch.manual_seed takes a 64-bit value
 def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
            minimum: float | None = None, maximum: float | None = None, above: float | None = None,
            choices: Iterable[Any] | None = None, aliases: Iterable[str] = (), resumable: bool = False,
-           derived: bool = False) -> Any:
+           derived: bool = False, reads: bool = False) -> Any:
     """A dataclass field with what the flag and the checks need.
 
     ``minimum``/``maximum`` bound a number inclusively, ``above`` exclusively; ``choices`` lists
     the valid strings; ``resumable`` options may change when a run is resumed (every other option
-    defines the run); ``derived`` options are filled in by the run itself (never a flag).
+    defines the run); ``derived`` options are filled in by the run itself (never a flag);
+    ``reads``: the option names a file the run reads, which nothing the run writes may overlap
+    (see ``guard``).
     """
     meta = {"help": help, "minimum": minimum, "maximum": maximum, "above": above,
             "choices": tuple(choices) if choices is not None else None, "aliases": tuple(aliases),
-            "resumable": resumable, "derived": derived}
+            "resumable": resumable, "derived": derived, "reads": reads}
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -115,6 +118,12 @@ def option_fields(cls: type) -> dict[str, tuple[dataclasses.Field, type]]:
 @typing.no_type_check
 def _hint(cls: type, name: str) -> Any:
     return typing.get_type_hints(cls)[name]
+
+
+def read_paths(options: Any) -> list[Path]:
+    """The files ``options`` name for the run to read (the options declared with ``reads=True``)."""
+    return [Path(_current(options, name)) for name, (f, _) in option_fields(type(options)).items()
+            if f.metadata.get("reads") and _current(options, name) is not None]
 
 
 def default_of(f: dataclasses.Field) -> Any:
@@ -296,11 +305,11 @@ def _current(options: Any, name: str) -> Any:
     return getattr(options.arch, name)
 
 
-def save_yaml(options: Any, path: Path) -> None:
+def save_yaml(options: Any, path: Path, header: str = "") -> None:
+    """Write ``options`` as YAML that ``build`` reads back (atomically; ``header``: lines of comment first)."""
     import yaml
 
-    values = options.to_dict()
-    Path(path).write_text(yaml.safe_dump(_plain(values), sort_keys=False))
+    write_text_atomic(path, header + yaml.safe_dump(_plain(options.to_dict()), sort_keys=False))
 
 
 def _plain(value: Any) -> Any:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import guard
 from .errors import UserError, import_optional
 from .files import atomic_path
 from .run import RunDir
@@ -156,10 +157,10 @@ def plot_run(run: Path, out: Path | None = None, smooth: float = 0.6) -> list[Pa
     if not 0.0 <= smooth < 1.0:
         raise UserError(f"--smooth must be in [0, 1), got {smooth}")
     curves = read_scalars(run.logs)
-    out = Path(out) if out is not None else run.plots
-    written = []
-    for (stem, title), tags in group_tags(sorted(curves)).items():
-        path = out / f"{stem}.png"
+    made = guard.Made(out) if out is not None else guard.Made(run.plots, whole=True)
+    figures = {made.folder / f"{stem}.png": (title, tags) for (stem, title), tags in group_tags(sorted(curves)).items()}
+    guard.check([run.logs], files=list(figures), ours=made.owns)
+    for path, (title, tags) in figures.items():
         _draw(figure_cls, title, tags, curves, smooth, path)
-        written.append(path)
-    return written
+        made.add(path)
+    return list(figures)

@@ -111,13 +111,14 @@ def run(first: argparse.Namespace, rest: list[str]) -> int:
     if first.out:
         given["out"] = first.out
     config = read_yaml_mapping(first.config) if first.config else {}
+    inputs = [first.config] if first.config else []
     if resuming:
         out = given.get("out") or config.get("out")
         if not out:
             raise UserError("--resume needs --out RUN_DIR (the run to continue)")
-        Training.resume(out, {**config, **given}).run()
+        Training.resume(out, {**config, **given}, inputs=inputs).run()
         return 0
     layers = [(f"config file {first.config}", config)] if first.config else []
     options = opt.build(options_cls, *layers, ("the command line", given))
-    Training(options).run()
+    Training(options, inputs=inputs).run()
     return 0

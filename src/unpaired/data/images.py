@@ -10,11 +10,13 @@ Differences from the official loaders, all deliberate:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import struct
 from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -230,6 +232,18 @@ class NamedImageDataset(ImageDataset):
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, str]:
         used, tensor = self._sample(item)
         return tensor, self.names[used]
+
+
+def dataset_folders(data: Any) -> list[Path]:
+    """What an opened data set reads: the folder of each ImageDataset among its fields, alone or in
+    tuples (``TwoDomainData``, a multi-domain set), or its files when it has no folder."""
+    found = []
+    for f in dataclasses.fields(data):
+        value = getattr(data, f.name)
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, ImageDataset):
+                found += [item.root] if item.root is not None else item.paths
+    return found
 
 
 def _keep_if_readable(path: Path) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import checkpoint as ckpt
 from ..errors import UserError
-from ..models.registry import families, family
+from ..models.registry import families, family, names
 from ..runtime import resolve_device
 from ..run import RunDir
 from .backends import onnx_metadata, onnx_session
@@ -39,27 +39,50 @@ class ModelFile:
     read: Callable[[Collection[str]], ckpt.States] | None = None
 
 
-def _weights_in(folder: Path) -> Path | None:
-    """The weights file of a checkpoint folder, or of a run folder's newest complete checkpoint."""
+def _in_folder(folder: Path) -> ModelFile | None:
+    """The weights of a checkpoint folder, or of a run folder's newest checkpoint that reads back."""
     if (folder / ckpt.WEIGHTS).is_file():
-        return folder / ckpt.WEIGHTS
-    newest = RunDir(folder).latest_checkpoint()
-    return newest / ckpt.WEIGHTS if newest else None
+        return _ours(folder / ckpt.WEIGHTS)
+    found = ckpt.newest(RunDir(folder).checkpoints, lambda checkpoint: _ours(checkpoint / ckpt.WEIGHTS))
+    return found[1] if found else None
+
+
+def run_checkpoint(run: RunDir) -> ModelFile:
+    """The newest checkpoint of a run whose weights read back: what test, eval and translate use.
+    A damaged newer one (truncated, unknown model, unusable architecture) is named and skipped."""
+    found = _in_folder(run.root) if run.checkpoints.is_dir() else None
+    if found is None:
+        raise UserError(f"{run.root} has no complete checkpoint (checkpoints/<step>/{ckpt.WEIGHTS})")
+    return found
 
 
 def _ours(file: Path) -> ModelFile:
     meta = ckpt.load_weights(file, nets=())[1]
-    model = meta.get("model", "?")
-    family(model)  # an unknown family is refused here, naming the known ones
-    return ModelFile("ours", model, file, meta, read=lambda nets: ckpt.load_weights(file, nets)[0])
+    return ModelFile("ours", _recorded_model(file, meta), file, meta, read=lambda nets: ckpt.load_weights(file, nets)[0])
 
 
 def _onnx(file: Path) -> ModelFile:
     meta = onnx_metadata(onnx_session(file, resolve_device("cpu")))
-    if meta.get("format") != ckpt.FORMAT or "model" not in meta:
+    if meta.get("format") != ckpt.FORMAT:
         raise UserError(f"{file} was not exported by 'unpaired export' (no {ckpt.FORMAT} metadata)")
-    family(meta["model"])
-    return ModelFile("onnx", meta["model"], file, meta)
+    return ModelFile("onnx", _recorded_model(file, meta), file, meta)
+
+
+def _recorded_model(file: Path, meta: dict[str, str]) -> str:
+    """The model family a file's metadata names, once its recorded architecture has been checked
+    (a file may be damaged or edited: refused here, naming the file, not later)."""
+    model = meta.get("model")
+    if not model:
+        raise UserError(f"{file}: its metadata names no model ('model')")
+    if model not in names():
+        raise UserError(f"{file} holds a {model!r} model, which this version of unpaired does not know "
+                        f"(it knows {', '.join(names())})")
+    recorded = ckpt.read_arch(meta, file)
+    try:
+        family(model).arch(recorded)
+    except UserError as exc:
+        raise UserError(f"{file}: its recorded architecture cannot be used: {exc}") from None
+    return model
 
 
 def _official(path: Path, img_size: int | None) -> ModelFile | None:
@@ -82,9 +105,9 @@ def identify(path: Path | str, img_size: int | None = None) -> ModelFile:
     file does not record)."""
     path = Path(path)
     if path.is_dir():
-        weights = _weights_in(path)
-        if weights is not None:
-            return _ours(weights)
+        found = _in_folder(path)
+        if found is not None:
+            return found
     elif path.suffix == ".safetensors":
         return _ours(path) if path.is_file() else _missing(path)
     elif path.suffix == ".onnx":

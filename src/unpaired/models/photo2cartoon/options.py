@@ -29,7 +29,7 @@ class Photo2CartoonOptions(UGATITOptions):
                               resumable=True)
     face_id_weight: float = option(1.0, "face-identity loss weight (needs --face-id-weights)", minimum=0)
     face_id_weights: str | None = option(None, "MobileFaceNet weights (the authors' model_mobilefacenet.pth); "
-                                               "without it the face-ID loss is off", resumable=True)
+                                               "without it the face-ID loss is off", resumable=True, reads=True)
     rho_clipper: float = option(1.0, "upper bound for every rho", above=0, maximum=1)
     w_clipper: float = option(1.0, "upper bound for the Soft-AdaLIN blend weights", above=0, maximum=1)
 

@@ -61,7 +61,7 @@ class StarGANv2Options(RunOptions):
     preset: str | None = option(None, "the paper's loss weights (and w_hpf) for this kind of data", choices=PRESETS)
     arch: StarGANv2Arch = option(factory=StarGANv2Arch)
     fan_weights: str | None = option(None, "the official face-landmark network wing.ckpt (official --wing_path), "
-                                           "needed for --w-hpf > 0", resumable=True)
+                                           "needed for --w-hpf > 0", resumable=True, reads=True)
     # losses
     lambda_reg: float = option(1.0, "R1 regularisation weight", minimum=0)
     lambda_cyc: float = option(1.0, "cycle-consistency weight", minimum=0)

@@ -69,7 +69,7 @@ class UGATITOptions(RunOptions):
                                      "l1, psnr, ssim, lpips (need DATA/pairs.csv)", choices=tuple(METRICS),
                               resumable=True)
     inception_weights: str | None = option(None, "local Inception weights file for KID/FID (offline use; see "
-                                                 "unpaired eval)", resumable=True)
+                                                 "unpaired eval)", resumable=True, reads=True)
 
 
 def resolve_n_dis(opts: UGATITOptions) -> tuple[UGATITOptions, str | None]:
