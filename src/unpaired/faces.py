@@ -23,6 +23,7 @@ MediaPipe is the optional extra ``unpaired[faces]``; it is imported only when a
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import logging
 import math
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from . import guard
 from .data.images import DECODE_ERRORS, list_images, load_rgb, to_rgb
 from .errors import UserError
 from .files import write_text_atomic
@@ -284,13 +286,28 @@ def choose_faces(faces: list[Face], every: bool) -> tuple[list[tuple[int, Face]]
     return [pair for pair in numbered if pair[1] is faces[0]], None
 
 
-def _image_files(source: Path, output: Path) -> list[tuple[Path, Path]]:
+def _image_files(source: Path) -> list[tuple[Path, Path]]:
     """(file, path relative to the input) for every image of a file or folder input."""
     if source.is_file():
         return [(source, Path(source.name))]
-    if output.resolve().is_relative_to(source.resolve()):
-        raise UserError(f"output {output} must not be inside the input folder {source}")
     return [(path, path.relative_to(source)) for path in list_images(source)]
+
+
+def _crop_path(output: Path, relative: Path, suffix: str = "") -> Path:
+    return output / relative.with_name(f"{relative.stem}{suffix}.png")
+
+
+def _check_outputs(source: Path, output: Path, files: list[tuple[Path, Path]], every: bool) -> guard.Made:
+    """Refuse, before any crop is written, outputs that are inputs or files of the user's: the crop
+    of every photo, with ``every`` also the NAME_N.png already there, and skipped.csv."""
+    made = guard.Made(output)
+    planned = [output / SKIPPED_CSV]
+    for _, relative in files:
+        planned.append(_crop_path(output, relative))
+        if every:
+            planned += sorted(_crop_path(output, relative).parent.glob(f"{glob.escape(relative.stem)}_[0-9]*.png"))
+    guard.check([source], files=list(dict.fromkeys(planned)), ours=made.owns)
+    return made
 
 
 def prepare_folder(source: Path, output: Path, size: int = 256, background: str = "white",
@@ -303,7 +320,8 @@ def prepare_folder(source: Path, output: Path, size: int = 256, background: str 
     source, output = Path(source), Path(output)
     if not source.exists():
         raise UserError(f"missing input {source}")
-    files = _image_files(source, output)
+    files = _image_files(source)
+    made = _check_outputs(source, output, files, every)
     report = FolderReport()
     owners: dict[Path, Path] = {}
     with FacePreparer(size, background) as preparer:
@@ -319,7 +337,7 @@ def prepare_folder(source: Path, output: Path, size: int = 256, background: str 
                 report.skip(path, reason)
             for number, face in chosen:
                 suffix = f"_{number}" if len(faces) > 1 and every else ""
-                target = output / relative.with_name(f"{relative.stem}{suffix}.png")
+                target = _crop_path(output, relative, suffix)
                 label = f"face {number}: " if suffix else ""
                 if target in owners:
                     report.skip(path, f"{label}output name {target.name} already used by {owners[target]}")
@@ -334,7 +352,9 @@ def prepare_folder(source: Path, output: Path, size: int = 256, background: str 
                     continue
                 owners[target] = path
                 report.written.append(save_png(np.asarray(preparer.crop(image, points).image), target))
+                made.add(target)
     write_skipped(output / SKIPPED_CSV, report.skipped)
+    made.add(output / SKIPPED_CSV)
     return report
 
 

@@ -11,6 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from ..errors import UserError
 from ._args import add_device, positive_int, seed
 
 HELP = "train a small model on the built-in emoji data (a few minutes on a CPU) and translate its test set"
@@ -38,7 +39,12 @@ def run(args: argparse.Namespace) -> int:
 
     run_dir = RunDir(args.out)
     if run_dir.is_run():
-        log.info(f"{args.out} already holds a run: continuing it")
+        trained_on = run_dir.read_config().get("data")
+        demo = demo_dataset_path().parts[-2:]  # the package's data folder, wherever it is installed
+        if not isinstance(trained_on, str) or Path(trained_on).parts[-2:] != demo:
+            raise UserError(f"{args.out} holds a run that is not the demo's (it trains on {trained_on}): "
+                            f"choose another --out (unpaired demo continues only its own runs)")
+        log.info(f"{args.out} already holds a demo run: continuing it")
         Training.resume(args.out, {"iters": args.iters, "device": args.device}).run()
     else:
         options = opt.build(family("ugatit").options, ("the demo", {

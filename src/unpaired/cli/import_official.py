@@ -22,7 +22,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "full models are checked against it")
 
 
+def imported(path: Path) -> bool:
+    """Whether ``path`` is a weights file that import-official wrote (the only files it replaces)."""
+    from ..checkpoint import load_weights
+    from ..errors import UserError
+
+    try:
+        return "source" in load_weights(path, nets=())[1]
+    except UserError:
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
+    from .. import guard
     from ..checkpoint import save_weights
     from ..errors import UserError
     from ..inference.loading import identify
@@ -31,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if found.kind != "official":
         raise UserError(f"{args.checkpoint} is already in our format ({found.kind}); import-official reads the "
                         f"official files of a model's authors")
+    guard.check([args.checkpoint], files=[args.out], ours=imported)
     save_weights(args.out, found.states, found.model, found.arch, source=args.checkpoint.name)
     arch = found.arch
     kind = "light" if getattr(arch, "light", False) else "full"

@@ -15,8 +15,9 @@ from PIL import Image
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from .. import guard
 from ..data.images import DECODE_ERRORS, IMAGE_EXTENSIONS, list_images, load_rgb
-from ..errors import UserError
+from ..errors import UserError, WriteError
 from ..inference.pictures import FITS
 from ..video import VIDEO_EXTENSIONS, is_video, output_suffix
 from ..viz import save_png
@@ -54,6 +55,9 @@ class Job:
     def target(self, out: Path, tag: str = "") -> Path:
         suffix = output_suffix(self.source) if self.video else ".png"
         return out / f"{self.name}{tag}{suffix}"
+
+    def targets(self, out: Path, tags: list[str]) -> list[Path]:
+        return [self.target(out, tag) for tag in tags]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,9 +120,11 @@ def _expand(arg: str, out: Path) -> list[Job]:
     raise UserError("no such file or folder")
 
 
-def plan(inputs: list[str], out: Path) -> tuple[list[Job], int]:
-    """Every job named by the inputs, each output name used once; returns (jobs, inputs skipped)."""
-    jobs: dict[Path, Job] = {}
+def plan(inputs: list[str], out: Path, tags: list[str], videos: bool = True) -> tuple[list[Job], int]:
+    """Every job named by the inputs whose outputs (one per name tag) no earlier job writes;
+    returns (jobs, inputs skipped). A file named twice is translated once."""
+    jobs: list[Job] = []
+    owners: dict[Path, Job] = {}
     skipped = 0
     for arg in inputs:
         try:
@@ -128,13 +134,42 @@ def plan(inputs: list[str], out: Path) -> tuple[list[Job], int]:
             skipped += 1
             continue
         for job in expanded:
-            taken = jobs.get(job.target(out))
-            if taken is not None and taken.source.resolve() != job.source.resolve():
-                log.warning(f"skipping {job.source}: its result {job.target(out)} is already {taken.source}'s")
+            if job.video and not videos:
+                log.warning(f"skipping {job.source}: videos are not translated with multi-domain models")
                 skipped += 1
-            else:
-                jobs[job.target(out)] = job
-    return list(jobs.values()), skipped
+                continue
+            taken = [(target, owners[target]) for target in job.targets(out, tags) if target in owners]
+            if taken and taken[0][1].source.resolve() == job.source.resolve():
+                continue
+            if taken:
+                target, other = taken[0]
+                log.warning(f"skipping {job.source}: its result {target} is already {other.source}'s")
+                skipped += 1
+                continue
+            owners.update(dict.fromkeys(job.targets(out, tags), job))
+            jobs.append(job)
+    return jobs, skipped
+
+
+def _tags(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """(name tag of each style an input is translated in, every tag an input's outputs get):
+    "" for the one translation of a two-domain model, StarGAN v2's per-style tags, "_heatmap"."""
+    if args.target_domain is None:
+        styles = [""]
+    elif args.reference is not None:
+        styles = [f"_{args.target_domain}_ref-{args.reference.stem}"]
+    else:
+        styles = [f"_{args.target_domain}_seed{args.seed or 0}_{k}" for k in range(args.num or 1)]
+    return styles, styles + (["_heatmap"] if args.heatmap else [])
+
+
+def _check_outputs(args: argparse.Namespace, translator, jobs: list[Job], tags: list[str]) -> guard.Made:
+    """Refuse, before anything is written, outputs that would replace an input or a file of the user's."""
+    made = guard.Made(args.out)
+    model_files = [path for path in (translator.source, args.reference, args.fan_weights) if path is not None]
+    guard.check([*model_files, *(job.source for job in jobs)],
+                files=[target for job in jobs for target in job.targets(args.out, tags)], ours=made.owns)
+    return made
 
 
 # ----------------------------------------------------------------------------- opening the model
@@ -185,8 +220,9 @@ def _open(args: argparse.Namespace):
 Render = Callable[[list[Image.Image]], list[list[tuple[str, Image.Image]]]]
 
 
-def _renderer(translator, args: argparse.Namespace) -> tuple[Render, str]:
-    """How a batch is translated and named, and a description of it for the log."""
+def _renderer(translator, args: argparse.Namespace, styles: list[str]) -> tuple[Render, str]:
+    """How a batch is translated and named (``styles``: the name tag of each style), and a
+    description of it for the log."""
     call = _given(args, CALL_FLAGS)
     options = {"batch_size": args.batch_size, "fit": args.fit, "keep_size": args.keep_size}
     if "reference" in call:
@@ -195,17 +231,10 @@ def _renderer(translator, args: argparse.Namespace) -> tuple[Render, str]:
         except DECODE_ERRORS as exc:
             raise UserError(f"--reference {args.reference}: not a readable image ({exc})") from None
 
-    def tag(style: int) -> str:
-        if "domain" not in call:
-            return ""
-        if "reference" in call:
-            return f"_{args.target_domain}_ref-{args.reference.stem}"
-        return f"_{args.target_domain}_seed{args.seed or 0}_{style}"
-
     def render(images: list[Image.Image]) -> list[list[tuple[str, Image.Image]]]:
         grouped: list[list[tuple[str, Image.Image]]] = [[] for _ in images]
         for t in translator(images, **call, **options):
-            grouped[t.source].append((tag(t.style), t.image))
+            grouped[t.source].append((styles[t.style], t.image))
             if args.heatmap:
                 grouped[t.source].append(("_heatmap", t.overlay()))
         return grouped
@@ -227,13 +256,14 @@ def _face_preparer(translator, mode: str):
     return FacePreparer(translator.img_size, "white")
 
 
-def _translate_images(translator, render: Render, jobs: list[Job], args: argparse.Namespace, progress: tqdm) -> int:
+def _translate_images(translator, render: Render, jobs: list[Job], args: argparse.Namespace, made: guard.Made,
+                      progress: tqdm) -> int:
     """Translate image jobs a batch at a time; an unreadable file or one without a face is skipped."""
     done = 0
     with _face_preparer(translator, args.faces) as faces:
         for start in range(0, len(jobs), args.batch_size):
             loaded = _load_batch(jobs[start:start + args.batch_size], faces, progress)
-            done += _write_batch(render, loaded, args, progress)
+            done += _write_batch(render, loaded, args, made, progress)
     return done
 
 
@@ -252,31 +282,31 @@ def _load_batch(jobs: list[Job], faces, progress: tqdm) -> list[tuple[Job, objec
     return loaded
 
 
-def _write_batch(render: Render, loaded: list, args: argparse.Namespace, progress: tqdm) -> int:
+def _write_batch(render: Render, loaded: list, args: argparse.Namespace, made: guard.Made, progress: tqdm) -> int:
     results = render([image for _, image in loaded]) if loaded else []
     for (job, _), outputs in zip(loaded, results):
         for tag, picture in outputs:
-            save_png(np.asarray(picture), job.target(args.out, tag))
+            made.add(save_png(np.asarray(picture), job.target(args.out, tag)))
         progress.update()
     return len(results)
 
 
-def _translate_videos(translator, jobs: list[Job], args: argparse.Namespace, progress: tqdm) -> int:
+def _translate_videos(translator, jobs: list[Job], args: argparse.Namespace, made: guard.Made, progress: tqdm) -> int:
     from ..video import translate_video
 
     done = 0
     for job in jobs:
-        if args.target_domain is not None:
-            log.warning(f"skipping {job.source}: videos are not translated with multi-domain models")
-            progress.update()
-            continue
         heatmap = job.target(args.out, "_heatmap") if args.heatmap else None
         try:
             result = translate_video(translator, job.source, job.target(args.out), heatmap_target=heatmap,
                                      batch_size=args.batch_size, fit=args.fit, keep_size=args.keep_size)
+        except WriteError:
+            raise  # the machine's fault (a full disk): stop, as for pictures
         except UserError as exc:
             log.warning(f"skipping {job.source}: {exc}")
         else:
+            for written in filter(None, (job.target(args.out), heatmap)):
+                made.add(written)
             audio = " (audio dropped)" if result.dropped_audio else ""
             log.info(f"{job.source} -> {job.target(args.out)}: {result.frames} frames at {result.rate} fps{audio}")
             done += 1
@@ -288,16 +318,19 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} is a file, not a folder")
     translator = _open(args)
-    render, doing = _renderer(translator, args)
-    jobs, skipped = plan(args.input, args.out)
+    styles, tags = _tags(args)
+    render, doing = _renderer(translator, args, styles)
+    jobs, skipped = plan(args.input, args.out, tags, videos=args.target_domain is None)
+    made = _check_outputs(args, translator, jobs, tags)
     images = [job for job in jobs if not job.video]
     videos = [job for job in jobs if job.video]
     with logging_redirect_tqdm(), tqdm(total=len(jobs), unit="file", disable=None) as progress:
-        done = _translate_images(translator, render, images, args, progress)
-        done += _translate_videos(translator, videos, args, progress)
+        done = _translate_images(translator, render, images, args, made, progress)
+        done += _translate_videos(translator, videos, args, made, progress)
     skipped += len(jobs) - done
     if not done:
-        raise UserError(f"nothing translated: all {skipped} input(s) were skipped")
+        reason = f"all {skipped} input(s) were skipped" if skipped else "no picture or video to translate outside --out"
+        raise UserError(f"nothing translated: {reason}")
     log.info(f"translated {done} file(s) {doing}; results in {args.out}"
              + (f"; skipped {skipped}" if skipped else ""))
     return 0

@@ -22,7 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UserError, import_optional
+from .. import guard
+from ..checkpoint import FORMAT
+from ..errors import UserError, import_optional, os_error_behind
 from ..files import atomic_path
 
 DEFAULT_OPSET = 17
@@ -63,6 +65,15 @@ def _add_metadata(onnx: Any, path: Path, metadata: dict[str, str]) -> None:
     onnx.save(model, str(path))
 
 
+def _exported(onnx: Any, path: Path) -> bool:
+    """Whether ``path`` is a graph ``unpaired export`` wrote (its metadata names our format)."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # onnx raises its own DecodeError, or OSError, for what is no graph
+        return False
+    return any(entry.key == "format" and entry.value == FORMAT for entry in model.metadata_props)
+
+
 def _compare(ort: Any, path: Path, graph: Graph) -> dict[str, float]:
     """Per output, the largest difference over every check batch."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -83,6 +94,8 @@ def _write(onnx: Any, ort: Any, graph: Graph, tmp: Path, opset: int, dynamic_bat
     try:
         _trace(graph, tmp, opset, dynamic_batch)
     except Exception as exc:  # the exporter raises many types for unsupported ops or opsets
+        if os_error_behind(exc) is not None:
+            raise  # the machine's fault (a full disk), reported as such by atomic_path
         raise UserError(f"ONNX export failed at opset {opset}: {str(exc).splitlines()[0]}") from None
     _add_metadata(onnx, tmp, graph.metadata)
     diffs = _compare(ort, tmp, graph)
@@ -93,12 +106,16 @@ def _write(onnx: Any, ort: Any, graph: Graph, tmp: Path, opset: int, dynamic_bat
     return diffs
 
 
-def export_graphs(graphs: dict[Path, Graph], opset: int = DEFAULT_OPSET, dynamic_batch: bool = False
+def export_graphs(graphs: dict[Path, Graph], source: Path, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False
                   ) -> dict[Path, dict[str, float]]:
     """Write every graph or none: all are checked before any file is renamed into place (and a failure
-    leaves existing files untouched). Returns, per file, the largest difference of each output."""
+    leaves existing files untouched). Returns, per file, the largest difference of each output.
+
+    No graph may replace ``source`` (the model's file) or any file but a graph exported before.
+    """
     onnx = import_optional("onnx", "onnx", "ONNX export")
     ort = import_optional("onnxruntime", "onnx", "checking the ONNX export")
+    guard.check([source], files=list(graphs), ours=lambda path: _exported(onnx, path))
     with contextlib.ExitStack() as stack:
         temporaries = {path: stack.enter_context(atomic_path(path)) for path in graphs}
         return {path: _write(onnx, ort, graph, temporaries[path], opset, dynamic_batch)

@@ -166,7 +166,7 @@ class StarGANv2Translator(Translator):
             graphs[own] = Graph(module, self._feed(guide, torch.tensor([0]), seed=0), ("translated",),
                                 self.metadata(guide, companion), self._checks(guide, dynamic_batch))
         try:
-            return export_graphs(graphs, opset, dynamic_batch)
+            return export_graphs(graphs, self.source, opset, dynamic_batch)
         finally:
             for backend in self.backends.values():
                 backend.to(backend.device)

@@ -128,7 +128,7 @@ class TwoDomainTranslator(Translator):
                       checks=[{"image": random_images(2 if dynamic_batch else 1, size, channels=channels)}],
                       relative=frozenset({"heatmap"}))
         try:
-            return export_graphs({Path(path): graph}, opset, dynamic_batch)
+            return export_graphs({Path(path): graph}, self.source, opset, dynamic_batch)
         finally:
             backend.to(backend.device)
 
