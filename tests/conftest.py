@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,6 +61,27 @@ def spawn_cli(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     return subprocess.Popen([sys.executable, "-m", "unpaired", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+PROGRESS = re.compile(r"^\w+: +\d+%\|")  # a tqdm bar ("train:  50%|█████     | 2/4 ...")
+
+
+def one_error_line(capsys) -> str:
+    """The single stderr line of a refused command (besides the progress bars of a training that
+    stopped), which must carry no traceback."""
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "Traceback" not in captured.out
+    lines = [line for line in captured.err.strip().splitlines() if not PROGRESS.match(line)]
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("unpaired: error: ") and lines[0].count("error:") == 1, lines[0]
+    return lines[0]
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    """relative path -> sha256 of every file under ``root`` (a file: itself), links not followed."""
+    root = Path(root)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def read_scalars(run: Path, tag: str) -> dict[int, float]:

@@ -229,7 +229,7 @@ def test_cli_user_errors(tmp_path, astronaut, capsys):
     raw.mkdir()
     Image.fromarray(skimage_data.coffee()).save(raw / "coffee.png")
     assert main(["prepare-faces", "--input", str(raw), "--out", str(raw / "faces")]) == 2
-    assert "inside the input folder" in capsys.readouterr().err
+    assert "which this command reads" in capsys.readouterr().err
     assert main(["prepare-faces", "--input", str(raw), "--out", str(tmp_path / "o")]) == 2
     assert "no usable face" in capsys.readouterr().err
     assert read_skipped(tmp_path / "o") == {"coffee.png": "no face"}

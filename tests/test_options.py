@@ -11,22 +11,12 @@ import pytest
 import yaml
 
 import unpaired
-from conftest import TINY, run_cli
+from conftest import TINY, one_error_line, run_cli
 from unpaired import checkpoint as ckpt
 from unpaired import options as opt
 from unpaired.cli import main
 from unpaired.models import registry
 from unpaired.models.ugatit.options import UGATITArch, UGATITOptions, resolve_n_dis
-
-
-def one_error_line(capsys) -> str:
-    """The single stderr line of a refused command, which must carry no traceback."""
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err and "Traceback" not in captured.out
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("unpaired: error: ") and lines[0].count("error:") == 1, lines[0]
-    return lines[0]
 
 
 # ----------------------------------------------------------------------------- values from YAML

@@ -220,7 +220,7 @@ def test_cli_glob_and_file_inputs(light, tmp_path):
     code = main(["translate", "--checkpoint", str(weights), "--input", str(tmp_path / "x*.png"),
                  str(tmp_path / "y.png"), "--out", str(tmp_path / "out"), "--fit", "pad"])
     assert code == 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x1.png", "x2.png", "y.png"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["x1.png", "x2.png", "y.png"]
     assert Image.open(tmp_path / "out" / "y.png").size == (SIZE, 19)
 
 
