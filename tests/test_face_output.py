@@ -1,11 +1,14 @@
 """photo2cartoon's output as its authors make it: the cartoon pasted onto white with the face crop's mask.
 
-The compositing arithmetic and the wiring of ``translate`` are tested here without
+The compositing arithmetic and the wiring of ``translate`` and ``serve`` are tested here without
 MediaPipe (a stand-in preparer gives a known mask); the tests marked ``faces`` run the real
 face preparation and need the faces extra (see tests/test_faces.py for its environment).
 """
 
 from __future__ import annotations
+
+import base64
+import io
 
 import numpy as np
 import pytest
@@ -20,6 +23,10 @@ from unpaired.models.photo2cartoon.networks import build_photo2cartoon
 from unpaired.models.ugatit.options import UGATITArch
 
 SIZE = 32
+
+
+def decode_url(url: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(url.partition(",")[2])))
 
 
 def crop_with(mask: np.ndarray, image: Image.Image | None = None) -> FaceCrop:
@@ -137,3 +144,26 @@ def test_translate_of_a_real_photo_is_on_white_where_the_segmentation_says(carto
     background = crop.mask < 0.02
     assert 0.05 < background.mean() < 0.95
     assert (finished[background] >= 250).all() and not (raw[background] >= 250).all()
+
+
+@pytest.mark.faces
+def test_serve_cuts_the_face_out_and_pastes_the_cartoon_on_white(cartoon_model, astronaut):
+    from unpaired.faces import FacePreparer
+    from unpaired.serve.app import answer_upload
+    from unpaired.serve.shelf import ModelShelf
+    from unpaired.serve.uploads import MemoryBudget, UploadLimits
+
+    shelf = ModelShelf({"p2c": cartoon_model}, device="cpu")
+    controls = shelf.controls("p2c")
+    assert controls.faces and "raw" in controls.query_keys() and "cut out first" in controls.note
+    limits = UploadLimits()
+    replies = [answer_upload(shelf, limits, MemoryBudget(limits.memory_budget, 1.0), astronaut.read_bytes(), query)
+               for query in ({"model": "p2c"}, {"model": "p2c", "raw": "1"})]
+    finished, raw = (np.asarray(decode_url(r["outputs"][0]["image"]).convert("RGB")) for r in replies)
+    with FacePreparer(SIZE, "white") as faces:
+        crop = faces.largest(Image.open(astronaut).convert("RGB"))
+    assert decode_url(replies[0]["input"]).size == (SIZE, SIZE)
+    assert np.array_equal(finished, np.asarray(crop.on_white(Image.fromarray(raw))))
+    assert not np.array_equal(finished, raw)
+    shelf.close()
+
