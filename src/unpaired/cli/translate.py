@@ -17,6 +17,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..data.images import DECODE_ERRORS, IMAGE_EXTENSIONS, list_images, load_rgb
 from ..errors import UserError
+from ..faces import FaceCrop, FacePreparer
 from ..inference.pictures import FITS
 from ..video import VIDEO_EXTENSIONS, is_video, output_suffix
 from ..viz import save_png
@@ -79,7 +80,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device(parser)
     parser.add_argument("--faces", choices=("auto", "on", "off"), default="auto",
                         help="detect, align and cut out the largest face first, like the training data of "
-                             "photo2cartoon (auto: on for models trained on face crops; needs unpaired[faces])")
+                             "photo2cartoon (auto: on for models trained on face crops; needs unpaired[faces]); "
+                             "the result is pasted onto white with the face's mask, as photo2cartoon's authors do")
+    parser.add_argument("--raw-output", action="store_true",
+                        help="with faces prepared: keep the model's output as it is, not pasted onto white")
     parser.add_argument("--precision", choices=("auto", "fp32", "fp16"), default="auto",
                         help="fp16 on CUDA only (auto: fp16 on CUDA, fp32 on CPU)")
     parser.add_argument("--model", default=None,
@@ -169,6 +173,9 @@ def _open(args: argparse.Namespace):
     half = {"auto": None, "fp32": False, "fp16": True}[args.precision]
     translator = load_translator(found, device=args.device, half=half, img_size=args.img_size,
                                  **_given(args, LOAD_FLAGS))
+    if args.raw_output and not _faces_prepared(translator, args.faces):
+        raise UserError("--raw-output keeps the output of a prepared face as the model made it, but faces are not "
+                        "prepared here (--faces on, or auto with a model trained on face crops)")
     if args.heatmap and not translator.has_attention:
         raise UserError(f"--heatmap: {args.checkpoint} holds a {model.name} model, which has no attention map")
     if "domain" in model.call_options and args.target_domain is None:
@@ -181,8 +188,9 @@ def _open(args: argparse.Namespace):
 
 # ----------------------------------------------------------------------------- translation
 
-# Per picture of a batch, the (name tag, picture) pairs to write: "" for the translation itself.
-Render = Callable[[list[Image.Image]], list[list[tuple[str, Image.Image]]]]
+# Per picture of a batch (with the face crop its translations are pasted onto white with, or
+# None), the (name tag, picture) pairs to write: "" for the translation itself.
+Render = Callable[[list[Image.Image], list[FaceCrop | None]], list[list[tuple[str, Image.Image]]]]
 
 
 def _renderer(translator, args: argparse.Namespace) -> tuple[Render, str]:
@@ -202,10 +210,11 @@ def _renderer(translator, args: argparse.Namespace) -> tuple[Render, str]:
             return f"_{args.target_domain}_ref-{args.reference.stem}"
         return f"_{args.target_domain}_seed{args.seed or 0}_{style}"
 
-    def render(images: list[Image.Image]) -> list[list[tuple[str, Image.Image]]]:
+    def render(images: list[Image.Image], crops: list[FaceCrop | None]) -> list[list[tuple[str, Image.Image]]]:
         grouped: list[list[tuple[str, Image.Image]]] = [[] for _ in images]
         for t in translator(images, **call, **options):
-            grouped[t.source].append((tag(t.style), t.image))
+            crop = crops[t.source]
+            grouped[t.source].append((tag(t.style), t.image if crop is None else crop.on_white(t.image)))
             if args.heatmap:
                 grouped[t.source].append(("_heatmap", t.overlay()))
         return grouped
@@ -219,11 +228,14 @@ def _renderer(translator, args: argparse.Namespace) -> tuple[Render, str]:
     return render, doing
 
 
+def _faces_prepared(translator, mode: str) -> bool:
+    return mode == "on" or (mode == "auto" and translator.face_crops)
+
+
 def _face_preparer(translator, mode: str):
     """A FacePreparer when faces are to be cut out first (models trained on face crops), else None."""
-    if mode == "off" or (mode == "auto" and not translator.face_crops):
+    if not _faces_prepared(translator, mode):
         return contextlib.nullcontext()
-    from ..faces import FacePreparer
     return FacePreparer(translator.img_size, "white")
 
 
@@ -237,12 +249,14 @@ def _translate_images(translator, render: Render, jobs: list[Job], args: argpars
     return done
 
 
-def _load_batch(jobs: list[Job], faces, progress: tqdm) -> list[tuple[Job, object]]:
+def _load_batch(jobs: list[Job], faces, progress: tqdm) -> list[tuple[Job, Image.Image, FaceCrop | None]]:
+    """(job, picture to translate, the face crop it is when faces are prepared) per readable job."""
     loaded = []
     for job in jobs:
         try:
             image = load_rgb(job.source)
-            loaded.append((job, faces.largest(image).image if faces else image))
+            crop = faces.largest(image) if faces else None
+            loaded.append((job, image if crop is None else crop.image, crop))
         except DECODE_ERRORS as exc:
             log.warning(f"skipping {job.source}: not a readable image ({exc})")
             progress.update()
@@ -253,8 +267,9 @@ def _load_batch(jobs: list[Job], faces, progress: tqdm) -> list[tuple[Job, objec
 
 
 def _write_batch(render: Render, loaded: list, args: argparse.Namespace, progress: tqdm) -> int:
-    results = render([image for _, image in loaded]) if loaded else []
-    for (job, _), outputs in zip(loaded, results):
+    crops = [None if args.raw_output else crop for _, _, crop in loaded]
+    results = render([image for _, image, _ in loaded], crops) if loaded else []
+    for (job, _, _), outputs in zip(loaded, results):
         for tag, picture in outputs:
             save_png(np.asarray(picture), job.target(args.out, tag))
         progress.update()
