@@ -284,6 +284,19 @@ def test_answer_upload_returns_input_translation_and_heatmaps_inline(models):
     assert decoded(output["image"]).tobytes() == reference.images[0].tobytes()
 
 
+def test_a_tf_checkpoint_folder_is_offered_and_translated(tmp_path):
+    """The paper's TF checkpoints are served like any model: found in a folder, translated with heatmaps."""
+    folder = Path(__file__).parent / "parity_fixtures" / "tf" / "full_s64_ch3_nd5" / "checkpoint"
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "paper").symlink_to(folder, target_is_directory=True)
+    found = find_checkpoints(models)
+    assert list(found) == ["paper"]
+    reply = answer(ModelShelf(found, device="cpu"), picture_bytes(40, 30), model="paper", direction="B2A")
+    [output] = reply["outputs"]
+    assert (reply["width"], reply["height"]) == (64, 64) and decoded(output["heatmap"]).size == (64, 64)
+
+
 def test_answer_upload_of_a_multi_domain_model_latent_and_reference_guided(models):
     shelf = ModelShelf(find_checkpoints(models / STARGAN), device="cpu")
     photo, style = picture_bytes(40, 30), picture_bytes(20, 20, "JPEG")

@@ -20,28 +20,19 @@ from typing import Any
 
 from PIL import Image
 
-from .. import checkpoint as ckpt
 from ..errors import UserError
 from ..faces import FaceCrop, FacePreparer
-from ..inference.loading import load_translator
+from ..inference.loading import load_translator, looks_like_model
 from ..inference.translator import TranslationOutput, Translator
 from ..models.registry import family
-from ..run import RunDir
 from .uploads import Rejected
 
 log = logging.getLogger("unpaired")
 
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".onnx")
 DIRECTIONS = ("A2B", "B2A")
 GUIDES = {"latent": ("seed", "num"), "reference": ("reference",)}  # style source -> the call options it takes
 MAX_OUTPUTS = 8  # latent-guided outputs per request: each is a full forward pass under the model lock
 FACE_BYTES_PER_PIXEL = 10  # finding a face in the whole photo (MediaPipe and its arrays): 9.8 measured at 16 MP
-
-
-def _is_checkpoint(path: Path) -> bool:
-    if path.is_file():
-        return path.suffix in CHECKPOINT_SUFFIXES
-    return (path / ckpt.WEIGHTS).is_file() or RunDir(path).latest_checkpoint() is not None
 
 
 def find_checkpoints(path: Path) -> dict[str, Path]:
@@ -53,12 +44,12 @@ def find_checkpoints(path: Path) -> dict[str, Path]:
     path = Path(path)
     if not path.exists():
         raise UserError(f"checkpoint not found: {path}")
-    if path.is_file() or _is_checkpoint(path):
+    if path.is_file() or looks_like_model(path):
         return {path.name: path}
-    found = {p.name: p for p in sorted(path.iterdir()) if not p.name.startswith(".") and _is_checkpoint(p)}
+    found = {p.name: p for p in sorted(path.iterdir()) if not p.name.startswith(".") and looks_like_model(p)}
     if not found:
-        raise UserError(f"{path} holds no checkpoints: expected run folders, checkpoint folders or weight "
-                        f"files ({', '.join(CHECKPOINT_SUFFIXES)})")
+        raise UserError(f"{path} holds no checkpoints: expected run folders, checkpoint folders, weight files "
+                        f"(.safetensors, .onnx) or official checkpoints")
     return found
 
 
