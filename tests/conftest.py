@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from unpaired.data import demo_dataset_path
+from unpaired.data.two_domain import demo_dataset_path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

@@ -1,4 +1,5 @@
-"""Tests for unpaired.data: listing, decoding, validation, transforms, streams, demo data."""
+"""Tests for unpaired.data and U-GAT-IT's augmentation and dataset opening (models.ugatit.data):
+listing, decoding, validation, transforms, streams, demo data."""
 
 from __future__ import annotations
 
@@ -16,20 +17,11 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from unpaired.data import (
-    DomainStream,
-    ImageDataset,
-    NamedImageDataset,
-    TestTransform,
-    TrainTransform,
-    default_num_workers,
-    demo_dataset_path,
-    list_images,
-    load_rgb,
-    mix_seed,
-    open_dataset,
-)
+from unpaired.data.images import ImageDataset, NamedImageDataset, ResizeTransform, list_images, load_rgb
+from unpaired.data.streams import DomainStream, default_num_workers, mix_seed
+from unpaired.data.two_domain import demo_dataset_path
 from unpaired.errors import UserError
+from unpaired.models.ugatit.data import TrainTransform, open_dataset
 
 S = 16
 
@@ -115,7 +107,7 @@ def test_list_images_missing_or_empty_folder_is_user_error(tmp_path):
 
 def test_mixed_modes_load_and_every_bad_file_is_named(tmp_path, caplog):
     good = write_mixed_folder(tmp_path / "trainA")
-    dataset = NamedImageDataset(list_images(tmp_path / "trainA"), TestTransform(S), root=tmp_path / "trainA")
+    dataset = NamedImageDataset(list_images(tmp_path / "trainA"), ResizeTransform(S), root=tmp_path / "trainA")
     assert messages(caplog, "notes.txt")
     assert messages(caplog, "corrupt.png")
     assert "corrupt.png" not in dataset.names
@@ -149,9 +141,9 @@ def test_transparency_becomes_white_and_sixteen_bit_scales(tmp_path):
     assert load_rgb(tmp_path / "mid.png").getpixel((0, 0)) == (100, 100, 100)
     assert load_rgb(tmp_path / "cmyk.tif").getpixel((0, 0)) == (255, 255, 255)
 
-    as_tensor = TestTransform(S)(load_rgb(tmp_path / "max.png"))
+    as_tensor = ResizeTransform(S)(load_rgb(tmp_path / "max.png"))
     assert torch.all(as_tensor == 1.0)
-    white_half = TestTransform(S)(rgba)[:, :, -2:]
+    white_half = ResizeTransform(S)(rgba)[:, :, -2:]
     assert torch.all(white_half == 1.0)
 
 
@@ -194,8 +186,8 @@ def test_train_transform_is_official_flip_resize_crop_driven_by_generator():
     assert len(found) > 20
 
 
-def test_test_transform_shape_and_range():
-    out = TestTransform(S)(noise_image((40, 30)))
+def test_resize_transform_shape_and_range():
+    out = ResizeTransform(S)(noise_image((40, 30)))
     assert out.shape == (3, S, S)
     assert out.min() >= -1 and out.max() <= 1
 

@@ -18,15 +18,18 @@ from torch.utils.tensorboard import SummaryWriter
 from conftest import make_dataset
 from test_metrics import TINY, no_network, save_random_alexnet_features, save_tiny  # noqa: F401 (autouse fixture)
 from unpaired import checkpoint as ckpt
+from unpaired import load_translator
 from unpaired import metrics as m
 from unpaired.cli import main
-from unpaired.config import UGATITConfig, save_yaml
 from unpaired.errors import UserError
-from unpaired.evaluate import (METRICS, KIDSettings, evaluate_generators, evaluate_run, load_test_set,
-                               translate_all)
-from unpaired.models.ugatit import build_generator
+from unpaired.evaluation.common import EvalSettings, KIDSettings, translate_all
+from unpaired.evaluation.run import evaluate_run
+from unpaired.evaluation.two_domain import evaluate_generators, load_test_set
+from unpaired.metrics import METRICS
+from unpaired.models.ugatit.networks import build_generator
+from unpaired.models.ugatit.options import UGATITArch, UGATITOptions
+from unpaired.options import build, save_yaml
 from unpaired.plots import group_tags, plot_run, read_scalars, smooth_curve
-from unpaired.translate import Translator
 
 FAST_KID = KIDSettings(subset_size=1000, n_subsets=10, seed=0)
 
@@ -38,11 +41,12 @@ def write_pairs(data, names):
 
 def make_run(root, data, step=3):
     """A run folder holding one checkpoint of two random tiny generators and its config."""
-    cfg = UGATITConfig(data=str(data), out=str(root), light=True, img_size=32, ch=4, n_res=1, n_dis=4)
+    opts = build(UGATITOptions, ("the test", {"data": str(data), "out": str(root), "light": True, "img_size": 32,
+                                              "ch": 4, "n_res": 1, "n_dis": 4}))
     torch.manual_seed(0)
-    nets = {name: build_generator(cfg.arch()) for name in ("genA2B", "genB2A")}
-    ckpt.save_checkpoint(root, step, nets, "ugatit", cfg.arch(), {"step": step}, keep=1)
-    save_yaml(cfg, root / "config.yaml")
+    nets = {name: build_generator(opts.arch) for name in ("genA2B", "genB2A")}
+    ckpt.save_checkpoint(root / "checkpoints", step, nets, "ugatit", opts.arch, {"step": step}, keep=1)
+    save_yaml(opts, root / "config.yaml")
     return root
 
 
@@ -57,20 +61,24 @@ def paired_run(tmp_path):
 def test_evaluate_run_scores_match_independent_computation(paired_run, tmp_path):
     run, data = paired_run
     weights = save_tiny(tmp_path / "tiny.pt")
-    report = evaluate_run(run, kid=FAST_KID, device="cpu", inception=TINY, inception_weights=weights,
-                          lpips_weights=save_random_alexnet_features(tmp_path / "alexnet.pth"))
+    settings = EvalSettings(kid=FAST_KID, device="cpu", inception=TINY, inception_weights=weights,
+                            lpips_weights=save_random_alexnet_features(tmp_path / "alexnet.pth"))
+    report, markdown = evaluate_run(run, settings=settings)
     assert report["skipped"] == {}
     assert list(report["metrics"]) == list(METRICS)
     assert report["step"] == 3 and report["img_size"] == 32
     saved = json.loads((run / "eval" / "0000003.json").read_text(encoding="utf-8"))
     assert saved == report
     table = (run / "eval" / "0000003.md").read_text(encoding="utf-8")
+    assert table == markdown
     assert "| metric | A2B | B2A |" in table and METRICS["mean_kid"].label in table
 
-    # Recompute A2B by hand: translate testA, compare with testB by file name.
+    # Recompute A2B by hand: translate testA, compare with testB by file name. Translate in batches
+    # of the evaluation's size: CPU conv results can differ in the last bit with the batch size, which
+    # can move a pixel by one 8-bit level.
     test = load_test_set(data, 32)
-    translator = Translator.from_checkpoint(run, "A2B", device="cpu")
-    fake = translate_all(lambda x: translator.translate_tensor(x)[0], test.a.images, 2)
+    translator = load_translator(run, direction="A2B", device="cpu", half=False)
+    fake = translate_all(lambda x: translator.translate_tensor(x)[0], test.a.images, settings.batch_size)
     truth = test.b.images[[test.b.names.index(n) for n in test.a.names]]
     a2b = report["results"]["A2B"]
     assert (a2b["n_source"], a2b["n_target"], a2b["n_pairs"]) == (4, 4, 4)
@@ -126,8 +134,9 @@ def test_eval_cli_uses_local_weights_files_for_the_real_networks(tmp_path):
 def test_paired_metrics_are_skipped_without_pairs_csv(paired_run, tmp_path):
     run, data = paired_run
     (data / "pairs.csv").unlink()
-    report = evaluate_run(run, kid=FAST_KID, device="cpu", inception=TINY,
-                          inception_weights=save_tiny(tmp_path / "tiny.pt"), metrics=["kid", "l1", "lpips"])
+    report, _ = evaluate_run(run, settings=EvalSettings(kid=FAST_KID, device="cpu", inception=TINY,
+                                                        inception_weights=save_tiny(tmp_path / "tiny.pt"),
+                                                        metrics=["kid", "l1", "lpips"]))
     assert set(report["skipped"]) == {"l1", "lpips"} and "pairs.csv" in report["skipped"]["l1"]
     assert report["results"]["A2B"]["n_pairs"] == 0 and "kid" in report["results"]["A2B"]
 
@@ -135,8 +144,8 @@ def test_paired_metrics_are_skipped_without_pairs_csv(paired_run, tmp_path):
 def test_feature_metrics_are_skipped_with_a_single_test_image(tmp_path):
     data = make_dataset(tmp_path / "data", n_train=1, n_test=1)
     run = make_run(tmp_path / "run", data)
-    report = evaluate_run(run, device="cpu", inception=TINY, inception_weights=save_tiny(tmp_path / "tiny.pt"),
-                          metrics=["fid", "psnr"])
+    report, _ = evaluate_run(run, settings=EvalSettings(device="cpu", inception=TINY, metrics=["fid", "psnr"],
+                                                        inception_weights=save_tiny(tmp_path / "tiny.pt")))
     assert report["skipped"] == {"fid": "KID and FID need at least 2 test images per domain (found 1)",
                                  "psnr": "the data folder has no pairs.csv (paired metrics need ground-truth targets)"}
     assert report["results"]["A2B"] == {"n_source": 1, "n_target": 1, "n_pairs": 0}
@@ -170,13 +179,14 @@ def test_eval_user_errors(paired_run, tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_text("not weights")
     with pytest.raises(UserError, match="--inception-weights .* not a PyTorch weights file"):
-        evaluate_run(run, data=make_dataset(tmp_path / "d2", 1, 2), device="cpu", inception_weights=bad)
+        evaluate_run(run, data=make_dataset(tmp_path / "d2", 1, 2),
+                     settings=EvalSettings(device="cpu", inception_weights=bad))
 
 
 def test_evaluate_generators_for_the_training_loop(paired_run, tmp_path):
     _, data = paired_run
     test = load_test_set(data, 32)
-    arch = UGATITConfig(light=True, img_size=32, ch=4, n_res=1, n_dis=4).arch()
+    arch = UGATITArch(light=True, img_size=32, ch=4, n_res=1, n_dis=4)
     gen_a2b, gen_b2a = build_generator(arch).train(), build_generator(arch).eval()
     extractor = m.FeatureExtractor(m.open_pretrained(TINY, save_tiny(tmp_path / "tiny.pt")))
     scores = evaluate_generators(gen_a2b, gen_b2a, test.a.images, test.b.images, extractor, pairs=test.pairs,

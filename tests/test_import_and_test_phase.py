@@ -10,7 +10,8 @@ from PIL import Image
 from conftest import TINY
 from unpaired import checkpoint as ckpt
 from unpaired.cli import main
-from unpaired.models.ugatit import NET_NAMES, build_ugatit
+from unpaired.models.ugatit.family import arch_from_meta
+from unpaired.models.ugatit.networks import NET_NAMES, build_ugatit
 
 FIXTURE = Path(__file__).parent / "parity_fixtures" / "ugatit_parity_full.pt"
 
@@ -28,7 +29,8 @@ def test_import_official_reproduces_official_outputs(tmp_path):
     out = tmp_path / "imported.safetensors"
     assert main(["import-official", str(path), "--out", str(out)]) == 0
     states, meta = ckpt.load_weights(out)
-    arch = ckpt.ugatit_arch(meta)
+    assert meta["model"] == "ugatit" and meta["source"] == path.name
+    arch = arch_from_meta(ckpt.read_arch(meta, out))
     m = fx["meta"]
     assert (arch.light, arch.img_size, arch.ch, arch.n_res, arch.n_dis) == (m["light"], m["img_size"], m["ch"], m["n_res"], 6)
     nets = build_ugatit(arch)
@@ -62,7 +64,7 @@ def test_test_phase_writes_translation_heatmap_and_side_by_side(tiny_data, tmp_p
     run = tmp_path / "run"
     assert main(["train", "--data", str(tiny_data), "--out", str(run), *TINY, "--iters", "2", "--save-freq", "2",
                  "--print-freq", "2"]) == 0
-    assert main(["test", "--run", str(run), "--device", "cpu"]) == 0
+    assert main(["test", "--checkpoint", str(run), "--device", "cpu"]) == 0
     for direction, domain in (("A2B", "testA"), ("B2A", "testB")):
         names = sorted(p.with_suffix(".png").name for p in (tiny_data / domain).iterdir())
         for kind, width in (("translated", 32), ("heatmap", 32), ("side_by_side", 96)):
@@ -72,6 +74,8 @@ def test_test_phase_writes_translation_heatmap_and_side_by_side(tiny_data, tmp_p
 
 
 def test_test_phase_without_run_is_one_line(tmp_path, capsys):
-    assert main(["test", "--run", str(tmp_path / "nothing")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "not a run directory" in err[0]
+    (tmp_path / "empty").mkdir()
+    for folder, message in (("nothing", "does not exist"), ("empty", "is not a run directory")):
+        assert main(["test", "--run", str(tmp_path / folder)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(tmp_path / folder) in err[0] and message in err[0]

@@ -1,7 +1,7 @@
 """The per-family layout's import rules, read from the source (nothing is imported or run).
 
 No shared module imports a model family (the registry is the one door), no family imports
-another except photo2cartoon -> ugatit, and there is no import cycle (function-local imports
+another except the U-GAT-IT variants -> ugatit, and there is no import cycle (function-local imports
 count; a package's ``__init__`` re-exports do not).
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "unpaired"
 FAMILIES = {path.parent.name for path in (PACKAGE / "models").glob("*/__init__.py")}
-ALLOWED_FAMILY_IMPORTS = {("photo2cartoon", "ugatit")}
+ALLOWED_FAMILY_IMPORTS = {("photo2cartoon", "ugatit"), ("ugatit_tf", "ugatit")}  # variants of U-GAT-IT
 
 
 def module_name(path: Path) -> str:

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from unpaired.config import UGATITConfig
-from unpaired.models.ugatit import NET_NAMES, UGATITArch, build_ugatit
-from unpaired.train.ugatit import ADAM_BETAS, UGATITTrainer, official_lr
+from unpaired.models.ugatit.networks import NET_NAMES, build_ugatit
+from unpaired.models.ugatit.options import UGATITArch, UGATITOptions
+from unpaired.models.ugatit.train import ADAM_BETAS, UGATITTrainer, official_lr
 
 SHIPPED = Path(__file__).parent / "parity_fixtures"
 
@@ -45,13 +45,12 @@ def arch_of(meta) -> UGATITArch:
     return UGATITArch(light=meta["light"], img_size=meta["img_size"], ch=meta["ch"], n_res=meta["n_res"], n_dis=6)
 
 
-def config_of(meta) -> UGATITConfig:
+def options_of(meta) -> UGATITOptions:
     h = meta["hyper"]
     assert tuple(h["betas"]) == ADAM_BETAS, "fixture uses other Adam betas than the official ones"
-    return UGATITConfig(light=meta["light"], img_size=meta["img_size"], ch=meta["ch"], n_res=meta["n_res"],
-                        n_dis=6, lr=h["lr"], weight_decay=h["weight_decay"], adv_weight=h["adv_weight"],
-                        cycle_weight=h["cycle_weight"], identity_weight=h["identity_weight"],
-                        cam_weight=h["cam_weight"], iters=h["iteration"], decay_flag=h["decay_flag"])
+    return UGATITOptions(arch=arch_of(meta), lr=h["lr"], weight_decay=h["weight_decay"],
+                         adv_weight=h["adv_weight"], cycle_weight=h["cycle_weight"], identity_weight=h["identity_weight"],
+                         cam_weight=h["cam_weight"], iters=h["iteration"], decay_flag=h["decay_flag"])
 
 
 def nets_from(fx, states: dict) -> dict:
@@ -131,9 +130,9 @@ def run_training(fx, batch_size: int, on_iteration) -> None:
     nets = nets_from(fx, fx["init"])
     for net in nets.values():
         net.train()
-    trainer = UGATITTrainer(nets, config_of(fx["meta"]))
+    trainer = UGATITTrainer(nets, options_of(fx["meta"]))
     for i in (1, 2):
-        trainer.decay_lr(i)
+        trainer.begin_step(i)
         real_A, real_B = batch(fx, batch_size, (i - 1) * batch_size)
         t = trainer.make_fakes(real_A, real_B)
         d_losses, d_out = trainer.discriminator_step(t)

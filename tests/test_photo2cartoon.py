@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import logging
@@ -13,11 +14,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from unpaired.checkpoint import load_weights, save_weights, ugatit_arch
-from unpaired.config import resolve_n_dis
+from unpaired.checkpoint import load_weights, read_arch, save_weights, states_of
 from unpaired.errors import UserError
-from unpaired.models.mobilefacenet import MobileFaceNet, load_mobilefacenet
-from unpaired.models.photo2cartoon import (
+from unpaired.inference.loading import identify
+from unpaired.models.photo2cartoon.mobilefacenet import MobileFaceNet, load_mobilefacenet
+from unpaired.models.photo2cartoon.networks import (
     ConvBlock,
     HourGlass,
     HourGlassBlock,
@@ -25,17 +26,14 @@ from unpaired.models.photo2cartoon import (
     SoftAdaLIN,
     build_photo2cartoon,
     clip_blend_weights,
-    infer_photo2cartoon_arch,
-    load_official_photo2cartoon,
 )
+from unpaired.models.photo2cartoon.official import infer_photo2cartoon_arch, load_official
+from unpaired.models.photo2cartoon.options import Photo2CartoonOptions, validate_photo2cartoon
+from unpaired.models.photo2cartoon.train import FaceIDLoss, Photo2CartoonTrainer, face_crop
+from unpaired.models.registry import family
+from unpaired.models.ugatit.options import resolve_n_dis
 from unpaired.nn import ILN
-from unpaired.train.photo2cartoon import (
-    FaceIDLoss,
-    Photo2CartoonConfig,
-    Photo2CartoonTrainer,
-    face_crop,
-    validate_photo2cartoon,
-)
+from unpaired.options import build
 
 EPS = 1e-5
 
@@ -47,6 +45,15 @@ OFFICIAL_MOBILEFACENET = (333, 1_220_914, "35f3e2e47f751c17")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def options(**values) -> Photo2CartoonOptions:
+    """Options built as flags and config files are (flat names, every value checked on entry)."""
+    return build(Photo2CartoonOptions, ("the test", values))
+
+
+def floats(result) -> dict[str, float]:
+    return {name: value.item() for name, value in result.losses.items()}
 
 
 def digest(state: dict[str, torch.Tensor]) -> tuple[int, int, str]:
@@ -266,7 +273,7 @@ def test_generator_has_the_authors_layout():
 
 def test_load_official_photo2cartoon_strict(tmp_path):
     torch.manual_seed(4)
-    arch = Photo2CartoonConfig(img_size=32, ch=4, n_res=2, n_dis=4).arch()
+    arch = options(img_size=32, ch=4, n_res=2, n_dis=4).arch
     nets = build_photo2cartoon(arch)
     official = {name: official_layout(net) if name.startswith("gen") else net.state_dict()
                 for name, net in nets.items()}
@@ -274,7 +281,8 @@ def test_load_official_photo2cartoon_strict(tmp_path):
     path = tmp_path / "photo2cartoon_weights.pt"
     torch.save(official, path)
 
-    states = load_official_photo2cartoon(path)
+    found_arch, states = load_official(path, 32)
+    assert found_arch == arch
     fresh = build_photo2cartoon(arch)
     for name, net in fresh.items():
         net.load_state_dict(states[name], strict=True)
@@ -284,12 +292,15 @@ def test_load_official_photo2cartoon_strict(tmp_path):
     assert infer_photo2cartoon_arch(states, img_size=32) == arch
 
     torch.save({"genA2B": official["genA2B"]}, path)  # the released file may hold one generator
-    assert set(load_official_photo2cartoon(path)) == {"genA2B"}
+    found_arch, states = load_official(path, 32)
+    assert set(states) == {"genA2B"} and found_arch == dataclasses.replace(arch, n_dis=6)  # no D: default depth
+    assert identify(path, 32).model == "photo2cartoon"
     torch.save({"weights": 1}, path)
-    with pytest.raises(UserError, match="genA2B"):
-        load_official_photo2cartoon(path)
+    assert load_official(path, 32) is None  # not this family's file: the loader asks the other families
+    with pytest.raises(UserError, match="is not a checkpoint"):
+        identify(path, 32)
     with pytest.raises(UserError, match="not found"):
-        load_official_photo2cartoon(tmp_path / "missing.pt")
+        load_official(tmp_path / "missing.pt", 32)
 
 
 def test_mobilefacenet_layout_output_and_loading(tmp_path):
@@ -358,20 +369,22 @@ def test_face_id_loss_values_and_gradient():
 # -- config and training ------------------------------------------------------------------------
 
 def test_config_defaults_are_the_authors():
-    cfg = Photo2CartoonConfig()
-    assert (cfg.model, cfg.light, cfg.ch, cfg.img_size, cfg.n_res) == ("photo2cartoon", True, 32, 256, 4)
+    cfg = Photo2CartoonOptions()
+    arch = cfg.arch
+    assert (cfg.model, arch.light, arch.ch, arch.img_size, arch.n_res) == ("photo2cartoon", True, 32, 256, 4)
     assert (cfg.adv_weight, cfg.cycle_weight, cfg.identity_weight, cfg.cam_weight) == (1, 50, 10, 1000)
     assert (cfg.face_id_weight, cfg.face_id_weights, cfg.lr, cfg.weight_decay) == (1, None, 1e-4, 1e-4)
-    assert (cfg.arch().global_layers, cfg.arch().local_layers) == (7, 5)
+    assert (arch.global_layers, arch.local_layers) == (7, 5)
+    assert options() == cfg
     validate_photo2cartoon(cfg)
+    # each refused on entry (a single value out of range) or by validate (what the hourglasses need)
     for bad in ({"img_size": 40}, {"ch": 6}, {"w_clipper": 1.5}, {"face_id_weight": -1}):
         with pytest.raises(UserError):
-            validate_photo2cartoon(Photo2CartoonConfig(**bad))
+            validate_photo2cartoon(options(**bad))
 
 
-def tiny_config(**overrides) -> Photo2CartoonConfig:
-    cfg = Photo2CartoonConfig(img_size=32, ch=4, n_res=1, batch_size=2, iters=3, **overrides)
-    resolve_n_dis(cfg)
+def tiny_config(**overrides) -> Photo2CartoonOptions:
+    cfg, _ = resolve_n_dis(options(img_size=32, ch=4, n_res=1, batch_size=2, iters=3, **overrides))
     validate_photo2cartoon(cfg)
     return cfg
 
@@ -380,7 +393,7 @@ def test_face_id_loss_off_without_weights_is_logged(caplog):
     torch.manual_seed(7)
     cfg = tiny_config()
     with caplog.at_level(logging.INFO, logger="unpaired"):
-        trainer = Photo2CartoonTrainer(build_photo2cartoon(cfg.arch()), cfg)
+        trainer = Photo2CartoonTrainer(build_photo2cartoon(cfg.arch), cfg)
     assert trainer.face_id is None
     assert "face-ID loss off" in caplog.text and "--face-id-weights" in caplog.text
 
@@ -390,7 +403,7 @@ def test_face_id_weights_file_is_loaded(tmp_path):
     embedder = MobileFaceNet()
     torch.save(embedder.state_dict(), tmp_path / "mfn.pth")
     cfg = tiny_config(face_id_weights=str(tmp_path / "mfn.pth"))
-    trainer = Photo2CartoonTrainer(build_photo2cartoon(cfg.arch()), cfg)
+    trainer = Photo2CartoonTrainer(build_photo2cartoon(cfg.arch), cfg)
     assert torch.equal(trainer.face_id.embedder.conv1.conv.weight, embedder.conv1.conv.weight)
     assert not trainer.face_id.embedder.training
 
@@ -398,21 +411,31 @@ def test_face_id_weights_file_is_loaded(tmp_path):
 def test_tiny_training_run_with_face_id_loss():
     torch.manual_seed(9)
     cfg = tiny_config(w_clipper=0.5)
-    nets = build_photo2cartoon(cfg.arch())
+    nets = build_photo2cartoon(cfg.arch)
     trainer = Photo2CartoonTrainer(nets, cfg, embedder=MobileFaceNet())
     before = {k: v.clone() for k, v in nets["genA2B"].state_dict().items()}
     with torch.no_grad():
         nets["genB2A"].DecodeBlock1.norm2.w_beta.fill_(0.9)  # above w_clipper: the step must clip it
     real_a, real_b = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    fakes = {}  # each generator's first output of a step: its translation of the real batch
+
+    def keep_first(name):
+        def hook(module, args, out):
+            fakes.setdefault(name, out[0].detach().clone())
+        return hook
+
+    for name in ("genA2B", "genB2A"):
+        nets[name].register_forward_hook(keep_first(name))
     for step in range(1, cfg.iters + 1):
-        trainer.decay_lr(step)
+        trainer.begin_step(step)
+        fakes.clear()
         result = trainer.step(real_a, real_b)
-        losses = result.floats()
+        losses = floats(result)
         assert all(math.isfinite(v) for v in losses.values()), losses
     assert losses["G_id_loss_A"] > 0 and losses["G_id_loss_B"] > 0
     with torch.no_grad():  # A: photo vs its cartoon; B: cartoon vs its photo
-        assert trainer.face_id(real_a, result.outputs["fake_A2B"]).item() == pytest.approx(losses["G_id_loss_A"])
-        assert trainer.face_id(real_b, result.outputs["fake_B2A"]).item() == pytest.approx(losses["G_id_loss_B"])
+        assert trainer.face_id(real_a, fakes["genA2B"]).item() == pytest.approx(losses["G_id_loss_A"])
+        assert trainer.face_id(real_b, fakes["genB2A"]).item() == pytest.approx(losses["G_id_loss_B"])
     for x in ("A", "B"):
         g, l = f"G{x}", f"L{x}"
         expected = (cfg.adv_weight * (losses[f"G_ad_loss_{g}"] + losses[f"G_ad_cam_loss_{g}"]
@@ -432,7 +455,7 @@ def test_tiny_training_run_with_face_id_loss():
     buffer = io.BytesIO()
     torch.save(trainer.state_dict(), buffer)
     buffer.seek(0)
-    resumed = Photo2CartoonTrainer(build_photo2cartoon(cfg.arch()), cfg, embedder=MobileFaceNet())
+    resumed = Photo2CartoonTrainer(build_photo2cartoon(cfg.arch), cfg, embedder=MobileFaceNet())
     resumed.load_state_dict(torch.load(buffer, weights_only=True))
     assert resumed.lr == trainer.lr < cfg.lr
     for optim in ("G_optim", "D_optim"):
@@ -445,11 +468,13 @@ def test_tiny_training_run_with_face_id_loss():
 def test_weights_round_trip_through_checkpoint(tmp_path):
     torch.manual_seed(10)
     cfg = tiny_config()
-    nets = build_photo2cartoon(cfg.arch())
-    save_weights(tmp_path / "w.safetensors", nets, cfg.model, cfg.arch(), step=3)
+    nets = build_photo2cartoon(cfg.arch)
+    save_weights(tmp_path / "w.safetensors", states_of(nets), cfg.model, cfg.arch, step=3)
     states, meta = load_weights(tmp_path / "w.safetensors")
     assert meta["model"] == "photo2cartoon"
-    fresh = build_photo2cartoon(ugatit_arch(meta))
+    arch = family(meta["model"]).arch(read_arch(meta, tmp_path / "w.safetensors"))
+    assert arch == cfg.arch
+    fresh = build_photo2cartoon(arch)
     for name, net in fresh.items():
         net.load_state_dict(states[name], strict=True)
         loaded = net.state_dict()
@@ -469,7 +494,7 @@ def test_photo2cartoon_trains_resumes_and_translates_through_the_cli(tmp_path):
                  *common]) == 0
     assert "model: photo2cartoon" in (run / "config.yaml").read_text()
     assert main(["train", "--resume", "--out", str(run), "--iters", "3"]) == 0
-    assert [p.name for p in ckpt.list_checkpoints(run)][-1] == "0000003"
+    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")][-1] == "0000003"
     assert main(["test", "--run", str(run), "--device", "cpu"]) == 0
     assert len(list((run / "test" / "A2B" / "translated").iterdir())) == 2
     out = tmp_path / "out"

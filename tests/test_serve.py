@@ -8,6 +8,8 @@ driven by Playwright (``playwright`` from pip, ``chromium`` from apt; never ``pl
 from __future__ import annotations
 
 import base64
+import fnmatch
+import html.parser
 import io
 import json
 import shutil
@@ -15,6 +17,7 @@ import socket
 import struct
 import sys
 import threading
+import tomllib
 import urllib.error
 import urllib.request
 import zlib
@@ -28,9 +31,10 @@ from PIL import Image
 from unpaired import checkpoint as ckpt
 from unpaired.cli import main
 from unpaired.errors import UserError
-from unpaired.models.ugatit import UGATITArch, build_ugatit
-from unpaired.serve import (PAGE, PAGE_HEADERS, SCRIPT, STYLE, ModelShelf, Rejected, UploadLimits, allowed_hosts,
-                            answer_upload, build_app, decode_upload, find_checkpoints, open_socket)
+from unpaired.models.ugatit.networks import build_ugatit
+from unpaired.models.ugatit.options import UGATITArch
+from unpaired.serve.app import (PAGE_FILES, PAGE_HEADERS, ModelShelf, Rejected, UploadLimits, allowed_hosts,
+                                answer_upload, build_app, decode_upload, find_checkpoints, open_socket, page_file)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 HAS_WEB = all(find_spec(name) for name in ("starlette", "uvicorn"))
@@ -43,6 +47,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 
 LIMITS = UploadLimits(max_bytes=100_000, max_pixels=1_000_000)
 SIZES = {"large.safetensors": 48, "run": 32, "small.safetensors": 32}
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
 def picture_bytes(width: int, height: int, fmt: str = "PNG") -> bytes:
@@ -79,9 +84,9 @@ def models(tmp_path_factory) -> Path:
         arch = UGATITArch(light=True, img_size=size, ch=4, n_res=1)
         nets = build_ugatit(arch)
         if name == "run":
-            ckpt.save_checkpoint(root / name, 2, nets, "ugatit", arch, state={}, keep=1)
+            ckpt.save_checkpoint(root / name / "checkpoints", 2, nets, "ugatit", arch, state={}, keep=1)
         else:
-            ckpt.save_weights(root / name, nets, "ugatit", arch)
+            ckpt.save_weights(root / name, ckpt.states_of(nets), "ugatit", arch)
     (root / "notes.txt").write_text("not a checkpoint")
     return root
 
@@ -150,12 +155,55 @@ def test_answer_upload_returns_input_translation_and_heatmaps_inline(models):
     assert decoded(answer["translation"]).tobytes() == reference.image.tobytes()
 
 
-def test_page_loads_nothing_from_elsewhere():
-    assert "://" not in PAGE and '"//' not in PAGE
+class PageParts(html.parser.HTMLParser):
+    """What an HTML page pulls in: script and stylesheet addresses, inline code, every URL-valued attribute."""
+
+    def __init__(self):
+        super().__init__()
+        self.scripts, self.stylesheets, self.urls, self.inline = [], [], [], []
+        self._in: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.urls += [value for name, value in attrs.items() if name in ("src", "href", "action") and value]
+        self.inline += [f"{tag} {name}" for name in attrs if name == "style" or name.startswith("on")]
+        if tag == "script":
+            self.scripts.append(attrs.get("src"))
+        elif tag == "link" and attrs.get("rel") == "stylesheet":
+            self.stylesheets.append(attrs.get("href"))
+        self._in = tag if tag in ("script", "style") else None
+
+    def handle_endtag(self, tag):
+        self._in = None
+
+    def handle_data(self, data):
+        if self._in and data.strip():
+            self.inline.append(f"<{self._in}> {data.strip()[:40]}")
+
+
+def test_page_loads_only_its_own_script_and_style():
+    page = page_file("page.html").decode()
+    parts = PageParts()
+    parts.feed(page)
+    # The CSP allows scripts and styles from this server only: the page has no inline code
+    # (no <script>/<style> bodies, no style= or on*= attributes) and loads exactly its two files.
+    assert parts.scripts == ["page.js"] and parts.stylesheets == ["page.css"] and parts.inline == []
+    assert set(parts.urls) == {"page.js", "page.css", "data:,"}  # data:, is the empty favicon
+    assert set(PAGE_FILES) == {"page.html", "page.css", "page.js"}
+    for name in PAGE_FILES:
+        text = page_file(name).decode()
+        assert "://" not in text and '"//' not in text and "'//" not in text and "url(" not in text, name
     policy = PAGE_HEADERS["Content-Security-Policy"]
     assert "default-src 'none'" in policy and "connect-src 'self'" in policy
-    assert f"<script>{SCRIPT}</script>" in PAGE and f"<style>{STYLE}</style>" in PAGE
+    assert "script-src 'self';" in policy and "style-src 'self';" in policy and "unsafe" not in policy
+    assert PAGE_HEADERS["X-Content-Type-Options"] == "nosniff"
     assert allowed_hosts("127.0.0.1") == ["127.0.0.1", "localhost"] and allowed_hosts("0.0.0.0") == ["*"]
+
+
+def test_page_files_ship_as_package_data():
+    globs = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["package-data"]["unpaired"]
+    for name in PAGE_FILES:
+        assert any(fnmatch.fnmatch(f"serve/{name}", pattern) for pattern in globs), name
 
 
 def test_serve_without_the_web_extra_is_one_line_naming_the_install(models, monkeypatch, capsys):
@@ -257,6 +305,17 @@ def test_api_errors_outside_uploads_are_json_too(server):
         assert 'id="file"' in page.read().decode()
 
 
+@needs_web
+def test_every_page_file_is_served_with_the_policy(server):
+    for name, media_type in PAGE_FILES.items():
+        address = server if name == "page.html" else server + name
+        with urllib.request.urlopen(address, timeout=10) as response:
+            assert response.headers["Content-Type"] == media_type, name
+            for header, value in PAGE_HEADERS.items():
+                assert response.headers[header] == value, (name, header)
+            assert response.read() == page_file(name), name
+
+
 # ----------------------------------------------------------------------------- the page in Chromium
 
 
@@ -274,16 +333,27 @@ def browser():
 def page(browser, server):
     """A fresh tab on the page, its settings loaded; fails the test if it asked anything of another host."""
     context = browser.new_context()
+    # Anything the Content-Security-Policy blocks (inline code, another host) is recorded here.
+    context.add_init_script("document.addEventListener('securitypolicyviolation', event => "
+                            "(window.violations = window.violations || []).push("
+                            "`${event.violatedDirective} ${event.blockedURI}`));")
     tab = context.new_page()
     requests: list[str] = []
+    errors: list[str] = []
     tab.on("request", lambda request: requests.append(request.url))
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.on("console", lambda message: errors.append(message.text) if message.type == "error"
+           and "Content Security Policy" in message.text else None)
     tab.set_default_timeout(20_000)
     tab.goto(server)
     tab.wait_for_selector("body[data-ready]", state="attached")
     tab.requests = requests
     yield tab
+    violations = tab.evaluate("window.violations || []")
     context.close()
     assert requests and all(url.startswith(server) or url.startswith("data:") for url in requests), requests
+    assert {server + "page.css", server + "page.js"} <= set(requests)
+    assert violations == [] and errors == [], (violations, errors)
 
 
 def upload(tab, name: str, data: bytes, mime: str = "image/png") -> None:

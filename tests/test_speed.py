@@ -1,4 +1,4 @@
-"""Speed options (train/speed.py): they change how a run computes, not what it learns."""
+"""Speed options (training/speed.py): they change how a run computes, not what it learns."""
 
 from __future__ import annotations
 
@@ -12,25 +12,31 @@ import torch
 from torch.nn.utils import spectral_norm
 from torch.nn.utils.spectral_norm import SpectralNorm
 
-from unpaired.config import UGATITConfig, resolve_n_dis
-from unpaired.data import DomainStream, demo_dataset_path, open_dataset
+from unpaired.data.streams import DomainStream
+from unpaired.data.two_domain import demo_dataset_path
 from unpaired.errors import UserError
-from unpaired.models.ugatit import Discriminator, build_ugatit
-from unpaired.train.speed import FAITHFUL, accelerate, resolve_speed, rework_spectral_norm
-from unpaired.train.ugatit import UGATITTrainer
+from unpaired.models.ugatit.data import open_dataset
+from unpaired.models.ugatit.networks import Discriminator, build_ugatit
+from unpaired.models.ugatit.options import UGATITArch, UGATITOptions, resolve_n_dis
+from unpaired.models.ugatit.train import UGATITTrainer
+from unpaired.training.speed import FAITHFUL, accelerate, resolve_speed, rework_spectral_norm
 
 CPU = torch.device("cpu")
 ITERS = 50
 
 
-def loss_curve(cfg: UGATITConfig, seed: int = 0) -> list[dict[str, float]]:
+def losses_of(result) -> dict[str, float]:
+    return {k: v.item() for k, v in result.losses.items()}
+
+
+def loss_curve(opts: UGATITOptions, seed: int = 0) -> list[dict[str, float]]:
     """Per-step losses of ITERS iterations on the demo data at 32 px, from weights seeded by ``seed``."""
-    data = open_dataset(demo_dataset_path(), cfg.img_size)
+    data = open_dataset(demo_dataset_path(), opts.arch.img_size)
     batches = zip(DomainStream(data.train_a, 1, seed, 0), DomainStream(data.train_b, 1, seed, 1))
     torch.manual_seed(seed)
-    cfg = resolve_speed(cfg, CPU)
-    trainer = UGATITTrainer(accelerate(build_ugatit(cfg.arch()), cfg, CPU), cfg)
-    return [trainer.step(a, b).floats() for (a, b), _ in zip(batches, range(ITERS))]
+    opts = resolve_speed(opts, CPU)
+    trainer = UGATITTrainer(accelerate(build_ugatit(opts.arch), opts, CPU), opts)
+    return [losses_of(trainer.step(a, b)) for (a, b), _ in zip(batches, range(ITERS))]
 
 
 def window_mean(curve: list[dict[str, float]], key: str, start: int, stop: int) -> float:
@@ -57,8 +63,7 @@ def test_fast_mode_trains_like_the_faithful_mode(one_thread, mode):
     more than 6.8 %), a CAM weight of 500 moves every G window by 49 %.
     """
     options, d_tol, g_tol = FAST_MODES[mode]
-    base = UGATITConfig(light=True, img_size=32, ch=4, n_res=1, iters=ITERS)
-    resolve_n_dis(base)
+    base, _ = resolve_n_dis(UGATITOptions(arch=UGATITArch(light=True, img_size=32, ch=4, n_res=1), iters=ITERS))
     faithful = loss_curve(replace(base, faithful=True))
     fast = loss_curve(replace(base, **options))
     assert all(torch.isfinite(torch.tensor(list(step.values()))).all() for step in fast)
@@ -104,7 +109,7 @@ def test_compiled_spectral_norm_advances_as_in_eager_mode(one_thread, divide_out
     compiled = copy.deepcopy(eager)
     u0 = eager[0].weight_u.clone()
     options = {**FAITHFUL, "compile": "default", "sn_outputs": divide_outputs}
-    accelerate({"net": compiled}, resolve_speed(replace(UGATITConfig(), **options), CPU), CPU)
+    accelerate({"net": compiled}, resolve_speed(replace(UGATITOptions(), **options), CPU), CPU)
     train_discriminator(eager)
     train_discriminator(compiled)
     assert not torch.equal(eager[0].weight_u, u0), "the power iteration did not run"
@@ -134,39 +139,39 @@ def test_reworked_spectral_norm_trains_as_torch_does(divide_outputs):
 
 
 def test_resolve_speed_per_device(monkeypatch):
-    cfg = UGATITConfig()
+    opts = UGATITOptions()
     names = ("precision", "compile", "channels_last", "fused_adam", "sn_outputs", "benchmark_flag")
-    on_cpu = resolve_speed(cfg, CPU)
+    on_cpu = resolve_speed(opts, CPU)
     assert tuple(getattr(on_cpu, name) for name in names) == ("fp32", "off", False, True, True, False)
     cuda = torch.device("cuda")
     for bf16, precision in ((True, "bf16"), (False, "fp16")):
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
-        on_gpu = resolve_speed(cfg, cuda)
+        on_gpu = resolve_speed(opts, cuda)
         assert tuple(getattr(on_gpu, name) for name in names) == (precision, "off", False, True, True, True)
-    assert resolve_speed(replace(cfg, deterministic=True), cuda).benchmark_flag is False
-    assert resolve_speed(replace(cfg, compile="max-autotune"), cuda).compile == "max-autotune"  # explicit wins
-    assert resolve_speed(replace(cfg, sn_outputs=False), CPU).sn_outputs is False
-    faithful = resolve_speed(replace(cfg, faithful=True), cuda)
+    assert resolve_speed(replace(opts, deterministic=True), cuda).benchmark_flag is False
+    assert resolve_speed(replace(opts, compile="max-autotune"), cuda).compile == "max-autotune"  # explicit wins
+    assert resolve_speed(replace(opts, sn_outputs=False), CPU).sn_outputs is False
+    faithful = resolve_speed(replace(opts, faithful=True), cuda)
     assert {name: getattr(faithful, name) for name in FAITHFUL} == FAITHFUL and faithful.benchmark_flag is False
-    assert resolve_speed(replace(cfg, faithful=True, benchmark_flag=True), cuda).benchmark_flag is True
+    assert resolve_speed(replace(opts, faithful=True, benchmark_flag=True), cuda).benchmark_flag is True
 
 
 def test_faithful_refuses_contradicting_options():
     with pytest.raises(UserError, match="--precision bf16, --sn-outputs$"):
-        resolve_speed(UGATITConfig(faithful=True, precision="bf16", sn_outputs=True), CPU)
-    resolve_speed(UGATITConfig(faithful=True, precision="fp32"), CPU)  # agreeing is fine
+        resolve_speed(UGATITOptions(faithful=True, precision="bf16", sn_outputs=True), CPU)
+    resolve_speed(UGATITOptions(faithful=True, precision="fp32"), CPU)  # agreeing is fine
 
 
 def test_accelerate_needs_resolved_options():
-    nets = build_ugatit(UGATITConfig(light=True, img_size=32, ch=2, n_res=1, n_dis=4).arch())
+    nets = build_ugatit(UGATITArch(light=True, img_size=32, ch=2, n_res=1, n_dis=4))
     with pytest.raises(ValueError, match="resolve_speed"):
-        accelerate(nets, UGATITConfig(), CPU)
+        accelerate(nets, UGATITOptions(), CPU)
 
 
 def test_unresolved_config_trains_faithfully():
-    """A trainer built from a plain config (as the parity tests do) uses fp32 and the default Adam."""
-    cfg = UGATITConfig(light=True, img_size=32, ch=2, n_res=1, n_dis=4)
-    trainer = UGATITTrainer(build_ugatit(cfg.arch()), cfg)
+    """A trainer built from plain options (as the parity tests do) uses fp32 and the default Adam."""
+    opts = UGATITOptions(arch=UGATITArch(light=True, img_size=32, ch=2, n_res=1, n_dis=4))
+    trainer = UGATITTrainer(build_ugatit(opts.arch), opts)
     assert trainer._autocast_dtype is None and not trainer.scaler.is_enabled()
     assert not trainer.G_optim.defaults["fused"] and not trainer.D_optim.defaults["fused"]
 
@@ -182,18 +187,18 @@ def how_it_computes(training) -> tuple[bool, bool]:
 def test_training_applies_the_resolved_mode_and_resume_chooses_again(tiny_data, tmp_path):
     """`unpaired train` runs the fast default unless --faithful; config.yaml keeps the options as
     given, so a resume may switch modes (speed options never change what a run learns)."""
-    from unpaired.config import build_config
-    from unpaired.train.loop import Training
+    from unpaired.options import build
+    from unpaired.training.loop import Training
 
     options = dict(data=str(tiny_data), out=str(tmp_path / "run"), light=True, img_size=32, ch=4, n_res=1,
                    device="cpu", num_workers=0, n_samples=2, iters=2, save_freq=2, print_freq=2, log_freq=1)
-    fast = Training(build_config(options))
+    fast = Training(build(UGATITOptions, ("test", options)))
     assert how_it_computes(fast) == (False, True)
     assert all(not hasattr(conv, "weight") for conv in (fast.nets["disGA"].conv, fast.nets["disLB"].conv))
     fast.run()
     saved = (tmp_path / "run" / "config.yaml").read_text()
     assert "precision: auto" in saved and "faithful: false" in saved and "fused_adam: null" in saved
-    resumed = Training(build_config({"out": options["out"]}), resume=True, requested={"faithful": True, "iters": 3})
+    resumed = Training.resume(options["out"], {"faithful": True, "iters": 3})
     assert how_it_computes(resumed) == (True, False) and resumed.start_step == 2
     resumed.run()
     assert "faithful: true" in (tmp_path / "run" / "config.yaml").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import shutil
 from pathlib import Path
@@ -15,8 +16,13 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision import transforms as T
 
-from unpaired.data import demo_dataset_path
-from unpaired.data_multidomain import (
+from unpaired import checkpoint as ckpt
+from unpaired import load_translator
+from unpaired.data.two_domain import demo_dataset_path
+from unpaired.errors import UserError
+from unpaired.inference.translator import TranslationOutput
+from unpaired.models.stargan_v2 import train as sg
+from unpaired.models.stargan_v2.data import (
     StarGANv2Batch,
     StarGANv2Stream,
     StarGANv2TrainTransform,
@@ -25,25 +31,19 @@ from unpaired.data_multidomain import (
     open_multidomain,
     val_batch,
 )
-from unpaired.errors import UserError
-from unpaired.models.stargan_v2 import (
-    FAN,
+from unpaired.models.stargan_v2.fan import FAN, face_masks, load_fan
+from unpaired.models.stargan_v2.networks import (
     NET_NAMES,
     Generator,
     HighPass,
-    StarGANv2Arch,
     StyleEncoder,
     build_stargan_v2,
     ema_nets,
-    face_masks,
-    load_fan,
 )
-from unpaired.train import stargan_v2 as sg
-from unpaired.train.stargan_v2 import (
-    StarGANv2Config,
+from unpaired.models.stargan_v2.options import StarGANv2Arch, StarGANv2Options, validate
+from unpaired.models.stargan_v2.train import (
     StarGANv2Trainer,
     adv_loss,
-    build_stargan_v2_config,
     compute_d_loss,
     compute_g_loss,
     ds_weight,
@@ -51,8 +51,9 @@ from unpaired.train.stargan_v2 import (
     moving_average,
     r1_reg,
     reference_grid,
-    validate_stargan_v2,
 )
+from unpaired.models.stargan_v2.translate import arch_from_meta
+from unpaired.options import build
 from unpaired.viz import to_uint8_image
 
 S, STYLE, LATENT, MAX_DIM = 32, 8, 4, 16
@@ -67,8 +68,14 @@ def tiny_arch(**changes) -> StarGANv2Arch:
     return StarGANv2Arch(**{**TINY, "domains": DOMAINS, **changes})
 
 
-def tiny_cfg(**changes) -> StarGANv2Config:
-    return StarGANv2Config(**{**TINY, "domains": list(DOMAINS), "batch_size": 2, "device": "cpu", **changes})
+def tiny_opts(**changes) -> StarGANv2Options:
+    """Tiny options built as flags and config files are (flat names, every value checked on entry)."""
+    values = {**TINY, "domains": list(DOMAINS), "data": "data", "batch_size": 2, "device": "cpu", **changes}
+    return build(StarGANv2Options, ("the test", values))
+
+
+def floats(result) -> dict[str, float]:
+    return {name: value.item() for name, value in result.losses.items()}
 
 
 def random_batch(seed: int = 0, b: int = 2) -> StarGANv2Batch:
@@ -311,9 +318,9 @@ def test_moving_average_is_exact():
 
 def test_ds_weight_schedule():
     assert [ds_weight(step, 2.0, 4) for step in (1, 2, 3, 4, 5, 6, 100)] == [2.0, 1.5, 1.0, 0.5, 0.0, 0.0, 0.0]
-    trainer = StarGANv2Trainer(build_stargan_v2(tiny_arch()), tiny_cfg(lambda_ds=2.0, ds_iter=4))
+    trainer = StarGANv2Trainer(build_stargan_v2(tiny_arch()), tiny_opts(lambda_ds=2.0, ds_iter=4))
     assert trainer.lambda_ds == 2.0
-    trainer.decay_lr(3)
+    trainer.begin_step(3)
     assert trainer.lambda_ds == 1.0 and trainer.lr == 1e-4
 
 
@@ -321,25 +328,52 @@ def test_ds_weight_schedule():
 
 
 def test_presets_and_validation():
-    assert build_stargan_v2_config({"preset": "afhq"}).lambda_ds == 2.0
-    celeba = build_stargan_v2_config({"preset": "celeba_hq"})
-    assert (celeba.lambda_ds, celeba.w_hpf) == (1.0, 1.0)
-    assert build_stargan_v2_config({"lambda_ds": 3.0, "iters": None}, base={"preset": "afhq"}).lambda_ds == 3.0
+    assert build(StarGANv2Options, ("flags", {"preset": "afhq"})).lambda_ds == 2.0
+    celeba = build(StarGANv2Options, ("flags", {"preset": "celeba_hq", "data": "data"}))
+    assert (celeba.lambda_ds, celeba.arch.w_hpf) == (1.0, 1.0)
+    assert build(StarGANv2Options, ("base", {"preset": "afhq"}),
+                 ("flags", {"lambda_ds": 3.0, "iters": None})).lambda_ds == 3.0
     for bad in ({"preset": "ffhq"}, {"bogus": 1}):
         with pytest.raises(UserError):
-            build_stargan_v2_config(bad)
+            build(StarGANv2Options, ("flags", bad))
     with pytest.raises(UserError, match="fan-weights"):
-        validate_stargan_v2(celeba)
+        validate(celeba)
+    with pytest.raises(UserError, match="--data"):
+        validate(build(StarGANv2Options, ("flags", {"preset": "celeba_hq"})))
+    # each refused on entry (a single value out of range) or by validate (values that do not fit together)
     for bad in ({"img_size": 48}, {"img_size": 16}, {"lambda_ds": -1.0}, {"beta2": 1.5}, {"domains": ["a"]},
                 {"w_hpf": 1.0, "fan_weights": "wing.ckpt", "img_size": 64}):
         with pytest.raises(UserError):
-            validate_stargan_v2(tiny_cfg(**bad))
-    validate_stargan_v2(tiny_cfg())
+            validate(tiny_opts(**bad))
+    validate(tiny_opts())
     with pytest.raises(UserError, match="w-hpf"):
         StarGANv2Trainer(build_stargan_v2(tiny_arch(img_size=128, max_conv_dim=8, w_hpf=1.0)),
-                         tiny_cfg(img_size=128, max_conv_dim=8, w_hpf=1.0))
-    arch = tiny_cfg().arch()
-    assert StarGANv2Arch.from_dict({**arch.to_dict(), "domains": list(DOMAINS), "extra": 1}) == arch
+                         tiny_opts(img_size=128, max_conv_dim=8, w_hpf=1.0))
+    arch = tiny_opts().arch
+    assert arch == tiny_arch()
+    assert arch_from_meta({**dataclasses.asdict(arch), "domains": list(DOMAINS), "extra": 1}) == arch
+    with pytest.raises(UserError, match="names no domains"):
+        arch_from_meta({**dataclasses.asdict(arch), "domains": []})
+
+
+def test_afhq_preset_sets_lambda_ds_unless_it_is_given():
+    """--preset afhq means lambda_ds 2 (the paper's AFHQ command); an explicit --lambda-ds wins, even
+    one equal to the default, whichever layer (config file or command line) gives it."""
+
+    def lambda_ds(*layers):
+        return build(StarGANv2Options, *layers).lambda_ds
+
+    assert StarGANv2Options().lambda_ds == 1.0
+    assert lambda_ds(("the command line", {"preset": "afhq"})) == 2.0
+    assert lambda_ds(("the command line", {"preset": "afhq", "lambda_ds": None})) == 2.0  # flag not given
+    assert lambda_ds(("the command line", {"preset": "afhq", "lambda_ds": 0.5})) == 0.5
+    assert lambda_ds(("the command line", {"preset": "afhq", "lambda_ds": 1.0})) == 1.0
+    assert lambda_ds(("config file c.yaml", {"preset": "afhq"}), ("the command line", {"lambda_ds": 3.0})) == 3.0
+    assert lambda_ds(("config file c.yaml", {"lambda_ds": 3.0}), ("the command line", {"preset": "afhq"})) == 3.0
+    assert lambda_ds(("the command line", {"lambda_ds": 0.5})) == 0.5  # no preset: the value given
+    afhq = build(StarGANv2Options, ("the command line", {"preset": "afhq", "lambda_ds": 0.5}))
+    assert (afhq.preset, afhq.lambda_reg, afhq.lambda_sty, afhq.lambda_cyc, afhq.arch.w_hpf) == (
+        "afhq", 1.0, 1.0, 1.0, 0.0)  # the rest of the preset still applies
 
 
 # ----------------------------------------------------------------------------- training
@@ -352,44 +386,44 @@ def _snapshot(nets):
 def test_training_steps_change_params_update_ema_and_resume_exactly(tmp_path):
     data = open_multidomain(make_multidomain(tmp_path / "data"), S)
     batches = list(zip(range(3), StarGANv2Stream(data, batch_size=2, latent_dim=LATENT, seed=0)))
-    cfg = tiny_cfg(ds_iter=10)
-    nets = build_stargan_v2(cfg.arch(), seed=0)
+    cfg = tiny_opts(ds_iter=10)
+    nets = build_stargan_v2(cfg.arch, seed=0)
     trainer = StarGANv2Trainer(nets, cfg)
     start = _snapshot(nets)
     for step, batch in ((i + 1, b) for i, b in batches[:2]):
-        trainer.decay_lr(step)
+        trainer.begin_step(step)
         before = _snapshot(nets)
         result = trainer.step(batch)
-        assert all(math.isfinite(v) for v in result.floats().values())
+        assert all(math.isfinite(v) for v in floats(result).values())
         for name in ("generator", "mapping_network", "style_encoder"):  # EMA = lerp(new param, old ema, β)
             for p, e, old in zip(nets[name].parameters(), nets[name + "_ema"].parameters(), before[name + "_ema"]):
                 assert torch.equal(e, torch.lerp(p.detach(), old, cfg.ema_beta))
     assert set(result.losses) == {f"D/{b}_{t}" for b in ("latent", "ref") for t in ("real", "fake", "reg")} | {
         f"G/{b}_{t}" for b in ("latent", "ref") for t in ("adv", "sty", "ds", "cyc")} | {"G/lambda_ds"}
-    assert result.floats()["G/lambda_ds"] == pytest.approx(0.9)
+    assert floats(result)["G/lambda_ds"] == pytest.approx(0.9)
     after = _snapshot(nets)
     for name in NET_NAMES:
         assert any(not torch.equal(a, b) for a, b in zip(start[name], after[name])), f"{name} did not change"
 
     saved_nets = {name: {k: v.clone() for k, v in net.state_dict().items()} for name, net in nets.items()}
     saved_state = copy.deepcopy(trainer.state_dict())  # the live dict holds the optimiser tensors
-    trainer.decay_lr(3)
-    expected = trainer.step(batches[2][1]).floats()
+    trainer.begin_step(3)
+    expected = floats(trainer.step(batches[2][1]))
 
-    resumed_nets = build_stargan_v2(cfg.arch(), seed=99)
+    resumed_nets = build_stargan_v2(cfg.arch, seed=99)
     for name, net in resumed_nets.items():
         net.load_state_dict(saved_nets[name])
     resumed = StarGANv2Trainer(resumed_nets, cfg)
     resumed.load_state_dict(saved_state)
-    resumed.decay_lr(3)
-    assert resumed.step(batches[2][1]).floats() == expected
+    resumed.begin_step(3)
+    assert floats(resumed.step(batches[2][1])) == expected
 
 
 def test_same_seed_same_step():
     results = []
     for _ in range(2):
-        trainer = StarGANv2Trainer(build_stargan_v2(tiny_arch(), seed=4), tiny_cfg())
-        results.append(trainer.step(random_batch(seed=7)).floats())
+        trainer = StarGANv2Trainer(build_stargan_v2(tiny_arch(), seed=4), tiny_opts())
+        results.append(floats(trainer.step(random_batch(seed=7))))
     assert results[0] == results[1]
 
 
@@ -406,12 +440,12 @@ class _CountingFAN:
 
 def test_face_masks_feed_every_generator_pass():
     size = 128
-    cfg = tiny_cfg(img_size=size, max_conv_dim=8, w_hpf=1.0, fan_weights="unused")
+    cfg = tiny_opts(img_size=size, max_conv_dim=8, w_hpf=1.0, fan_weights="unused")
     fan = _CountingFAN()
-    trainer = StarGANv2Trainer(build_stargan_v2(cfg.arch()), cfg, fan=fan)
+    trainer = StarGANv2Trainer(build_stargan_v2(cfg.arch), cfg, fan=fan)
     b = random_batch()
     big = StarGANv2Batch(*(F.interpolate(t, size=size) if t.dim() == 4 else t for t in b))
-    assert all(math.isfinite(v) for v in trainer.step(big).floats().values())
+    assert all(math.isfinite(v) for v in floats(trainer.step(big)).values())
     assert fan.calls == 3  # sources once per iteration, then each G branch's fakes for the cycle pass
 
 
@@ -435,6 +469,69 @@ def test_latent_and_reference_grids(monkeypatch):
     assert ref.shape == ((1 + 2) * S, (1 + 3) * S, 3)
     assert (ref[:S, :S] == 255).all()  # the blank corner tile
     np.testing.assert_array_equal(ref[2 * S:, :S], to_uint8_image(x_ref[1]))
+
+
+# ----------------------------------------------------------------------------- translator
+
+
+def test_translator_latent_and_reference_calls(tmp_path):
+    """tr(pictures, domain=d, seed=s, num=k): k outputs per picture (style 0..k-1), the same pixels for the
+    same seed; tr(pictures, domain=d, reference=img): one per picture. Outputs are the EMA nets' own."""
+    nets = build_stargan_v2(tiny_arch(), seed=3)
+    with torch.no_grad():  # EMA copies that differ from the trained nets: the translator must use these
+        for name in ("generator_ema", "mapping_network_ema", "style_encoder_ema"):
+            for param in nets[name].parameters():
+                param.mul_(1.25)
+    path = tmp_path / "tiny.safetensors"
+    ckpt.save_weights(path, ckpt.states_of(nets), "stargan_v2", tiny_arch())
+    tr = load_translator(path, device="cpu")
+    g = torch.Generator().manual_seed(0)
+    pictures = [Image.fromarray(np.asarray(torch.randint(0, 256, (S, S, 3), generator=g, dtype=torch.uint8)))
+                for _ in range(2)]
+
+    out = tr(pictures, domain="b", seed=7, num=3)
+    assert isinstance(out, TranslationOutput) and len(out) == 2 * 3
+    assert [(t.source, t.style) for t in out] == [(i, k) for i in range(2) for k in range(3)]
+    assert all(t.heatmap is None for t in out) and out.heatmaps is None
+    pixels = [np.asarray(image) for image in out.images]
+    assert all(p.shape == (S, S, 3) for p in pixels)
+    for i in range(2):
+        styles = pixels[3 * i:3 * i + 3]
+        assert all(not np.array_equal(styles[j], styles[k]) for j, k in ((0, 1), (0, 2), (1, 2)))
+    again = tr(pictures, domain="b", seed=7, num=3)
+    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(pixels, again.images))
+    other = tr(pictures, domain="b", seed=8, num=3)
+    assert not any(np.array_equal(a, np.asarray(b)) for a, b in zip(pixels, other.images))
+    # output k of every picture is G_ema(x, F_ema(z_k, d)), z_k the k-th code drawn from the seed
+    z = torch.randn(3, LATENT, generator=torch.Generator().manual_seed(7))
+    ema = ema_nets(nets)
+    x = torch.stack([T.ToTensor()(picture) * 2 - 1 for picture in pictures])
+    with torch.no_grad():
+        for k in range(3):
+            expected = ema["generator"](x, ema["mapping_network"](z[k:k + 1].expand(2, -1), torch.tensor([1, 1])))
+            for i in range(2):
+                assert np.abs(pixels[3 * i + k].astype(int) - to_uint8_image(expected[i]).astype(int)).max() <= 1
+
+    reference = pictures[1]
+    guided = tr(pictures, domain="c", reference=reference)
+    assert isinstance(guided, TranslationOutput) and len(guided) == 2
+    assert [(t.source, t.style) for t in guided] == [(0, 0), (1, 0)]
+    with torch.no_grad():
+        style = ema["style_encoder"](x[1:], torch.tensor([2]))
+        expected = ema["generator"](x, style.expand(2, -1))
+    for i in range(2):
+        assert np.abs(np.asarray(guided[i].image).astype(int) - to_uint8_image(expected[i]).astype(int)).max() <= 1
+    assert len(tr(pictures[0], domain="a", reference=reference)) == 1
+    assert len(tr(pictures[0], domain="a")) == 1  # latent-guided, one output by default
+
+    for extra in ({"seed": 1}, {"num": 2}, {"seed": 1, "num": 2}):
+        with pytest.raises(ValueError, match="seed and num"):
+            tr(pictures, domain="c", reference=reference, **extra)
+    with pytest.raises(UserError, match="unknown domain 'zebra'"):
+        tr(pictures, domain="zebra", seed=1)
+    text = repr(tr)
+    assert text.startswith("StarGANv2Translator(") and "domains=['a', 'b', 'c']" in text
+    assert "model='stargan_v2'" in text and f"img_size={S}" in text
 
 
 # ----------------------------------------------------------------------------- data

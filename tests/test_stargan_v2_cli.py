@@ -5,6 +5,7 @@ protocol). The network is blocked (``no_network`` from test_metrics, autouse her
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -14,14 +15,17 @@ from PIL import Image
 
 from test_metrics import TINY, no_network, save_random_alexnet_features, save_tiny  # noqa: F401 (autouse fixture)
 from test_stargan_v2 import make_multidomain
-from test_translate import LIGHT, tiny_nets
 from unpaired import checkpoint as ckpt
+from unpaired import load_translator
 from unpaired.cli import main
-from unpaired.data import TestTransform, load_rgb
-from unpaired.evaluate import evaluate_run
-from unpaired.export import export_stargan_v2
-from unpaired.models.stargan_v2 import EMA_NETS, StarGANv2Arch, build_translation_nets
-from unpaired.translate import load_stargan_v2
+from unpaired.data.images import ResizeTransform, load_rgb
+from unpaired.evaluation.common import EvalSettings
+from unpaired.evaluation.run import evaluate_run
+from unpaired.models.stargan_v2.networks import EMA_NETS, build_translation_nets
+from unpaired.models.stargan_v2.options import StarGANv2Arch
+from unpaired.models.ugatit.networks import build_ugatit
+from unpaired.models.ugatit.options import UGATITArch
+from unpaired.run import RunDir
 from unpaired.viz import to_uint8_image
 
 SIZE = 32
@@ -52,8 +56,10 @@ def photos(trained, tmp_path):
 
 def ema_nets(run):
     """The EMA networks read straight from the run's newest weights, independently of translate.py."""
-    states, meta = ckpt.load_weights(ckpt.latest_checkpoint(run) / ckpt.WEIGHTS)
-    arch = StarGANv2Arch.from_dict(json.loads(meta["arch"]))
+    states, meta = ckpt.load_weights(RunDir(run).latest_checkpoint() / ckpt.WEIGHTS)
+    recorded = json.loads(meta["arch"])
+    arch = StarGANv2Arch(**{**recorded, "domains": tuple(recorded["domains"])})
+    arch.check()
     nets = build_translation_nets(arch)
     for name in EMA_NETS:
         nets[name].load_state_dict(states[name + "_ema"])
@@ -62,7 +68,7 @@ def ema_nets(run):
 
 
 def model_input(path):
-    return TestTransform(SIZE)(load_rgb(path))[None]
+    return ResizeTransform(SIZE)(load_rgb(path))[None]
 
 
 def pixels(path):
@@ -71,6 +77,45 @@ def pixels(path):
 
 def translate(run, photos, out, *extra):
     return main(["translate", "--checkpoint", str(run), "--input", str(photos), "--output", str(out), *extra])
+
+
+# ----------------------------------------------------------------------------- train: speed options
+
+
+def test_speed_options_stargan_v2_refuses_accepts_and_trains_with(trained, tmp_path, capsys, caplog):
+    """--precision bf16 is refused (StarGAN v2 trains in fp32), --fused-adam trains, and --faithful
+    --fused-adam contradict each other; a refused run leaves no run folder behind."""
+    _, data = trained
+
+    def train(out, *extra):
+        return main(["train", "--data", str(data), "--out", str(tmp_path / out), *TRAIN, *extra])
+
+    refused = {
+        "bf16": (["--precision", "bf16"], ("--precision bf16 is not supported for --model stargan_v2",
+                                           "it trains in fp32")),
+        "faithful": (["--faithful", "--fused-adam"], ("--faithful computes as the official code",
+                                                      "cannot be combined with --fused-adam")),
+    }
+    for out, (extra, expected) in refused.items():
+        assert train(out, *extra) == 2, extra
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith("unpaired: error:"), (extra, err)
+        assert all(text in err[0] for text in expected), (extra, err)
+        assert not (tmp_path / out).exists()
+
+    with caplog.at_level(logging.INFO, logger="unpaired"):
+        assert train("fused", "--fused-adam", "--iters", "2") == 0
+    assert "fused_adam=True" in caplog.text and "precision=fp32" in caplog.text
+    run = RunDir(tmp_path / "fused")
+    assert [p.name for p in ckpt.list_checkpoints(run.checkpoints)] == ["0000001", "0000002"]
+    assert "fused_adam: true" in run.config.read_text()
+    state = ckpt.load_state(run.latest_checkpoint())
+    assert state["step"] == 2
+    optims = state["trainer"]["optims"]
+    assert all(group["fused"] for optim in optims.values() for group in optim["param_groups"])
+    # per iteration D steps twice (latent, reference), G twice (latent with F and E, reference alone)
+    steps = {name: {int(s["step"]) for s in optim["state"].values()} for name, optim in optims.items()}
+    assert steps == {"generator": {4}, "mapping_network": {2}, "style_encoder": {2}, "discriminator": {4}}
 
 
 # ----------------------------------------------------------------------------- translate
@@ -128,16 +173,20 @@ def test_user_errors_are_one_line_with_exit_code_2(trained, photos, tmp_path, ca
     run, data = trained
     ref = str(sorted((data / "val" / "c").iterdir())[0])
     ugatit = tmp_path / "ugatit.safetensors"
-    ckpt.save_weights(ugatit, tiny_nets(LIGHT, 0), "ugatit", LIGHT)
+    light = UGATITArch(light=True, img_size=SIZE, ch=4, n_res=1, n_dis=4)
+    torch.manual_seed(0)
+    ckpt.save_weights(ugatit, ckpt.states_of(build_ugatit(light)), "ugatit", light)
     out = str(tmp_path / "out")
     cases = {
         "unknown domain 'zebra': this model translates into a, b, c": ["--target-domain", "zebra"],
-        "choose --target-domain (one of a, b, c)": [],
+        "holds a stargan_v2 model: choose --target-domain D (one of a, b, c)": [],
         "--num and --seed are for latent-guided": ["--target-domain", "c", "--reference", ref, "--num", "2"],
         "--num and --seed are for latent": ["--target-domain", "c", "--reference", ref, "--seed", "1"],
-        "--heatmap is for U-GAT-IT": ["--target-domain", "c", "--heatmap"],
-        "--direction is for U-GAT-IT": ["--target-domain", "c", "--direction", "B2A"],
-        "--model ugatit, but": ["--model", "ugatit", "--target-domain", "c"],
+        "--heatmap: " + str(run) + " holds a stargan_v2 model, which has no attention map": [
+            "--target-domain", "c", "--heatmap"],
+        "--direction does not apply to " + str(run) + ", which holds a stargan_v2 model": [
+            "--target-domain", "c", "--direction", "B2A"],
+        "--model ugatit, but " + str(run) + " holds a stargan_v2 model": ["--model", "ugatit", "--target-domain", "c"],
         "not a readable image": ["--target-domain", "c", "--reference", str(photos)],
     }
     for expected, args in cases.items():
@@ -145,11 +194,12 @@ def test_user_errors_are_one_line_with_exit_code_2(trained, photos, tmp_path, ca
         err = capsys.readouterr().err.splitlines()
         assert len(err) == 1 and err[0].startswith("unpaired: error:") and expected in err[0], (args, err)
     other = {
-        "--target-domain is for StarGAN v2 models, but": ["translate", "--checkpoint", str(ugatit), "--input",
-                                                          str(photos), "--output", out, "--target-domain", "b"],
-        "--direction is for U-GAT-IT models": ["export", "--checkpoint", str(run), "--output",
-                                               str(tmp_path / "g.onnx"), "--direction", "A2B"],
-        "StarGAN v2's protocol reports fid and lpips; kid": ["eval", "--run", str(run), "--metrics", "kid,fid"],
+        "--target-domain does not apply to " + str(ugatit) + ", which holds a ugatit model": [
+            "translate", "--checkpoint", str(ugatit), "--input", str(photos), "--output", out, "--target-domain", "b"],
+        "holds a stargan_v2 model, which takes no direction option": ["export", "--checkpoint", str(run), "--output",
+                                                                      str(tmp_path / "g.onnx"), "--direction", "A2B"],
+        "StarGAN v2's protocol reports fid and lpips; kid is for two-domain runs": [
+            "eval", "--run", str(run), "--metrics", "kid,fid"],
         "--direction is for two-domain runs": ["eval", "--run", str(run), "--direction", "A2B"],
     }
     for expected, args in other.items():
@@ -193,9 +243,10 @@ def test_onnx_export_matches_pytorch_and_translates_like_it(trained, photos, tmp
         assert np.abs(got - by_reference).max() <= 1e-4
 
     # a dynamic-batch export is checked on one batch holding every domain
-    diffs = export_stargan_v2(load_stargan_v2(run), tmp_path / "dyn.onnx", dynamic_batch=True)
+    diffs = load_translator(run, device="cpu").export(tmp_path / "dyn.onnx", dynamic_batch=True)
     assert list(diffs) == [tmp_path / "dyn.onnx", tmp_path / "dyn_reference.onnx"]
-    assert all(diff <= 1e-4 for diff in diffs.values())
+    assert all(list(found) == ["translated"] for found in diffs.values())
+    assert all(diff <= 1e-4 for found in diffs.values() for diff in found.values())
     batch = ort.InferenceSession(str(tmp_path / "dyn.onnx"), providers=["CPUExecutionProvider"])
     x, z, y = torch.rand(3, 3, SIZE, SIZE, generator=g) * 2 - 1, torch.randn(3, 4, generator=g), torch.tensor([2, 0, 1])
     with torch.no_grad():
@@ -234,8 +285,9 @@ def test_eval_offline_reports_every_task_and_why_metrics_were_skipped(trained, c
 
 def test_eval_with_local_weights_scores_every_task(trained, tmp_path):
     run, data = trained
-    report = evaluate_run(run, device="cpu", inception=TINY, inception_weights=save_tiny(tmp_path / "tiny.pt"),
-                          lpips_weights=save_random_alexnet_features(tmp_path / "alexnet.pth"))
+    settings = EvalSettings(device="cpu", inception=TINY, inception_weights=save_tiny(tmp_path / "tiny.pt"),
+                            lpips_weights=save_random_alexnet_features(tmp_path / "alexnet.pth"))
+    report, markdown = evaluate_run(run, settings=settings)
     assert report["skipped"] == {} and list(report["metrics"]) == ["fid", "lpips"]
     for guide in ("latent", "reference"):
         tasks = report["results"][guide]
@@ -246,5 +298,7 @@ def test_eval_with_local_weights_scores_every_task(trained, tmp_path):
             assert tasks["mean"][name]["value"] == pytest.approx(np.mean([tasks[t][name]["value"] for t in TASKS]))
     assert report["results"]["latent"]["a2b"]["fid"] != report["results"]["reference"]["a2b"]["fid"]
     table = (run / "eval" / "0000001.md").read_text(encoding="utf-8")
+    assert table == markdown
+    assert json.loads((run / "eval" / "0000001.json").read_text(encoding="utf-8")) == report
     assert "| task | FID (latent) | LPIPS (latent) | FID (reference) | LPIPS (reference) |" in table
     assert all(f"| {task} | " in table for task in TASKS | {"mean"})

@@ -14,9 +14,9 @@ import torch
 from conftest import TINY, read_scalars, run_cli, spawn_cli
 from unpaired import checkpoint as ckpt
 from unpaired.cli import main
-from unpaired.config import UGATITConfig, resolve_n_dis
 from unpaired.errors import UserError
-from unpaired.train.ugatit import UGATITTrainer
+from unpaired.models.ugatit.options import UGATITArch, UGATITOptions, resolve_n_dis
+from unpaired.models.ugatit.train import UGATITTrainer
 
 
 def train_args(data, out, iters=8, save_freq=4, *extra):
@@ -27,7 +27,7 @@ def train_args(data, out, iters=8, save_freq=4, *extra):
 def test_train_writes_checkpoints_grids_logs_and_config(tiny_data, tmp_path):
     run = tmp_path / "run"
     assert main(train_args(tiny_data, run, 8, 4)) == 0
-    assert [p.name for p in ckpt.list_checkpoints(run)] == ["0000004", "0000008"]
+    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["0000004", "0000008"]
     assert {p.name for p in (run / "samples").iterdir()} == {f"{d}_{s:07d}.png" for d in ("A2B", "B2A") for s in (4, 8)}
     losses = read_scalars(run, "loss/Generator_loss")
     assert sorted(losses) == list(range(1, 9))
@@ -36,14 +36,15 @@ def test_train_writes_checkpoints_grids_logs_and_config(tiny_data, tmp_path):
     assert "img_size: 32" in saved and "n_dis: 4" in saved  # depth adapted below 96 px and recorded
 
 
-def test_killed_run_resumes_with_identical_losses(tiny_data, tmp_path):
+@pytest.mark.parametrize("model", ["ugatit", "ugatit_tf"])
+def test_killed_run_resumes_with_identical_losses(model, tiny_data, tmp_path):
     """SIGKILL at a random moment after the first checkpoint; resume must replay the same numbers."""
     reference, killed = tmp_path / "ref", tmp_path / "killed"
-    run_cli(*train_args(tiny_data, reference, 12, 4))
+    run_cli(*train_args(tiny_data, reference, 12, 4, "--model", model))
 
-    proc = spawn_cli(*train_args(tiny_data, killed, 12, 4))
+    proc = spawn_cli(*train_args(tiny_data, killed, 12, 4, "--model", model))
     deadline = time.time() + 120
-    while not ckpt.list_checkpoints(killed) and time.time() < deadline and proc.poll() is None:
+    while not ckpt.list_checkpoints(killed / "checkpoints") and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     time.sleep(random.uniform(0.0, 1.0))
     proc.send_signal(signal.SIGKILL)
@@ -82,7 +83,7 @@ def test_resume_with_more_iterations_extends_the_schedule(tiny_data, tmp_path, c
     assert lrs[4] == pytest.approx(0.0, abs=1e-12)
     assert [lrs[s] for s in (5, 6, 7)] == pytest.approx([0.75e-4, 0.5e-4, 0.25e-4])
     assert lrs[8] == pytest.approx(0.0, abs=1e-12)
-    assert [p.name for p in ckpt.list_checkpoints(run)][-1] == "0000008"
+    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")][-1] == "0000008"
 
 
 def test_full_disk_while_saving_keeps_previous_checkpoint(tiny_data, tmp_path, monkeypatch, capsys):
@@ -98,7 +99,7 @@ def test_full_disk_while_saving_keeps_previous_checkpoint(tiny_data, tmp_path, m
     assert main(["train", "--resume", "--out", str(run), "--iters", "8"]) == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and "0000004" in err
-    assert [p.name for p in ckpt.list_checkpoints(run)] == ["0000004"]
+    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["0000004"]
     assert (run / "checkpoints" / "0000004" / "weights.safetensors").read_bytes() == before
     assert not list((run / "checkpoints").glob(".tmp-*"))
 
@@ -119,7 +120,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_data, tm
     assert main(train_args(tiny_data, run, 12, 4)) == 2
     err = capsys.readouterr().err
     assert "diverged at step 6" in err and "0000004" in err
-    assert [p.name for p in ckpt.list_checkpoints(run)] == ["0000004"]
+    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["0000004"]
     states, _ = ckpt.load_weights(run / "checkpoints" / "0000004" / ckpt.WEIGHTS)
     assert all(torch.isfinite(t).all() for net in states.values() for t in net.values())
 
@@ -153,15 +154,15 @@ def test_existing_run_is_not_overwritten_without_resume(tiny_data, tmp_path, cap
 
 @pytest.mark.parametrize("img_size,expected", [(256, 6), (96, 6), (64, 5), (32, 4)])
 def test_discriminator_depth_adapts_to_small_images(img_size, expected):
-    cfg = UGATITConfig(img_size=img_size)
-    note = resolve_n_dis(cfg)
-    assert cfg.n_dis == expected
+    opts = UGATITOptions(arch=UGATITArch(img_size=img_size))
+    resolved, note = resolve_n_dis(opts)
+    assert resolved.arch.n_dis == expected
     assert (note is None) == (expected == 6)
 
 
 def test_explicit_depth_that_cannot_run_is_refused():
     with pytest.raises(UserError, match="cannot run"):
-        resolve_n_dis(UGATITConfig(img_size=64, n_dis=6))
+        resolve_n_dis(UGATITOptions(arch=UGATITArch(img_size=64, n_dis=6)))
 
 
 def test_config_file_with_cli_override(tiny_data, tmp_path):
@@ -187,7 +188,7 @@ def test_periodic_evaluation_logs_scores_and_keeps_the_best_checkpoint(tiny_data
     assert best["value"] == pytest.approx(mean[best["step"]])
     states, meta = ckpt.load_weights(run / "checkpoints" / "best" / ckpt.WEIGHTS)
     assert meta["step"] == str(best["step"]) and "genA2B" in states
-    assert [p.name for p in ckpt.list_checkpoints(run)] == ["0000004"]  # "best" is not a resumable step
+    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["0000004"]  # "best" is not a resumable step
 
 
 def test_eval_metric_that_cannot_run_is_refused_at_start(tiny_data, tmp_path, capsys):

@@ -11,13 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from unpaired import Translator
-from unpaired.checkpoint import save_weights
+from unpaired import TranslationOutput, load_translator
+from unpaired.checkpoint import save_weights, states_of
 from unpaired.cli import main
-from unpaired.data import TestTransform
+from unpaired.data.images import ResizeTransform
 from unpaired.errors import UserError
-from unpaired.models.ugatit import UGATITArch, build_ugatit
-from unpaired.translate import place
+from unpaired.inference.pictures import place
+from unpaired.models.ugatit.networks import build_ugatit
+from unpaired.models.ugatit.options import UGATITArch
 from unpaired.viz import to_uint8_image
 
 SIZE = 32
@@ -37,7 +38,7 @@ def save_run(run: Path, step: int, nets: dict[str, torch.nn.Module], arch: UGATI
     """A run folder as the trainer leaves it: checkpoints/<step>/{weights.safetensors,state.pt}."""
     folder = run / "checkpoints" / f"{step:07d}"
     folder.mkdir(parents=True)
-    save_weights(folder / "weights.safetensors", nets, "ugatit", arch, step=step)
+    save_weights(folder / "weights.safetensors", states_of(nets), "ugatit", arch, step=step)
     torch.save({}, folder / "state.pt")
     return folder / "weights.safetensors"
 
@@ -86,8 +87,9 @@ def read_video(path: Path) -> tuple[int, Fraction, tuple[int, int]]:
 
 
 def test_run_folder_uses_newest_complete_checkpoint_and_matches_generator(light):
-    nets, run, _ = light
-    translator = Translator.from_checkpoint(run)
+    nets, run, weights = light
+    translator = load_translator(run)
+    assert translator.source == weights  # step 20's, not the empty 0000030
     x = rand_batch(3)
     images, heatmaps = translator.translate_tensor(x)
     ref_image, ref_heatmap = generate(nets["genA2B"], x)
@@ -98,17 +100,20 @@ def test_run_folder_uses_newest_complete_checkpoint_and_matches_generator(light)
 
 def test_every_input_kind_gives_the_generator_output(light):
     nets, _, weights = light
-    translator = Translator.from_checkpoint(weights, "A2B", device="cpu")
+    translator = load_translator(weights, direction="A2B", device="cpu")
     picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), np.uint8))
-    x = TestTransform(SIZE)(picture)[None]
+    x = ResizeTransform(SIZE)(picture)[None]
     ref_image, ref_heatmap = generate(nets["genA2B"], x)
     expected = to_uint8_image(ref_image[0])
 
     from_pil = translator(picture)
     from_array = translator(np.asarray(picture))
     from_list = translator([picture, np.asarray(picture), x[0]], batch_size=2)
-    assert isinstance(from_list, list) and len(from_list) == 3
-    for result in (from_pil, from_array, *from_list):
+    for output, count in ((from_pil, 1), (from_array, 1), (from_list, 3)):
+        assert isinstance(output, TranslationOutput) and len(output) == count
+        assert [t.source for t in output] == list(range(count)) and [t.style for t in output] == [0] * count
+        assert output.images == [t.image for t in output]
+    for result in (from_pil[0], from_array[0], *from_list):
         assert result.image.size == (SIZE, SIZE) and result.image.mode == "RGB"
         assert np.abs(np.asarray(result.image).astype(int) - expected).max() <= 1
         assert result.heatmap.dtype == np.float32 and result.heatmap.shape == (SIZE // 4, SIZE // 4)
@@ -119,7 +124,7 @@ def test_every_input_kind_gives_the_generator_output(light):
 def test_b2a_runs_genB2A(light):
     nets, _, weights = light
     x = rand_batch(2)
-    images, _ = Translator.from_checkpoint(weights, "B2A").translate_tensor(x)
+    images, _ = load_translator(weights, direction="B2A").translate_tensor(x)
     torch.testing.assert_close(images, generate(nets["genB2A"], x)[0], rtol=0, atol=1e-6)
     assert not torch.allclose(images, generate(nets["genA2B"], x)[0])
 
@@ -127,11 +132,11 @@ def test_b2a_runs_genB2A(light):
 def test_official_checkpoints_match_our_weights(tmp_path):
     for arch in (LIGHT, FULL):
         nets = tiny_nets(arch, 3)
-        torch.save({name: net.state_dict() for name, net in nets.items()}, tmp_path / "official.pt")
-        save_weights(tmp_path / "ours.safetensors", nets, "ugatit", arch)
-        ours = Translator.from_checkpoint(tmp_path / "ours.safetensors")
+        torch.save(states_of(nets), tmp_path / "official.pt")
+        save_weights(tmp_path / "ours.safetensors", states_of(nets), "ugatit", arch)
+        ours = load_translator(tmp_path / "ours.safetensors")
         # A light official file does not record its size; a full one does (its MLP width).
-        official = Translator.from_checkpoint(tmp_path / "official.pt", img_size=SIZE if arch.light else None)
+        official = load_translator(tmp_path / "official.pt", img_size=SIZE if arch.light else None)
         assert official.arch.light == arch.light and official.img_size == SIZE
         x = rand_batch(2)
         torch.testing.assert_close(official.translate_tensor(x), ours.translate_tensor(x), rtol=0, atol=0)
@@ -139,18 +144,19 @@ def test_official_checkpoints_match_our_weights(tmp_path):
 
 def test_light_model_runs_at_another_size_full_model_does_not(light, tmp_path):
     _, _, weights = light
-    translator = Translator.from_checkpoint(weights, img_size=48)
-    assert translator(Image.new("RGB", (20, 20))).image.size == (48, 48)
-    save_weights(tmp_path / "full.safetensors", tiny_nets(FULL, 4), "ugatit", FULL)
+    translator = load_translator(weights, img_size=48)
+    assert translator(Image.new("RGB", (20, 20)))[0].image.size == (48, 48)
+    save_weights(tmp_path / "full.safetensors", states_of(tiny_nets(FULL, 4)), "ugatit", FULL)
     with pytest.raises(UserError, match="full model"):
-        Translator.from_checkpoint(tmp_path / "full.safetensors", img_size=48)
+        load_translator(tmp_path / "full.safetensors", img_size=48)
 
 
 def test_fit_policies_and_keep_size(light):
     _, _, weights = light
-    translator = Translator.from_checkpoint(weights)
+    translator = load_translator(weights)
     wide = Image.new("RGB", (50, 30), "orange")
-    sizes = {(fit, keep): translator(wide, fit=fit, keep_size=keep) for fit in ("stretch", "pad") for keep in (0, 1)}
+    sizes = {(fit, keep): translator(wide, fit=fit, keep_size=keep)[0]
+             for fit in ("stretch", "pad") for keep in (0, 1)}
     assert sizes["stretch", 0].image.size == (SIZE, SIZE)
     assert sizes["pad", 0].image.size == (SIZE, 19)  # 30/50 of 32, padding cropped off
     for result in sizes.values():
@@ -171,17 +177,17 @@ def test_pad_keeps_proportions_and_repeats_edges():
 def test_loading_errors_are_user_errors(light, tmp_path):
     _, _, weights = light
     with pytest.raises(UserError, match="nowhere.safetensors"):
-        Translator.from_checkpoint(tmp_path / "nowhere.safetensors")
+        load_translator(tmp_path / "nowhere.safetensors")
     with pytest.raises(UserError, match="direction"):
-        Translator.from_checkpoint(weights, "C2D")
+        load_translator(weights, direction="C2D")
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(UserError, match="not a checkpoint"):
-        Translator.from_checkpoint(tmp_path / "notes.txt")
-    with pytest.raises(UserError, match="not an official"):
-        torch.save([1, 2], tmp_path / "list.pt")
-        Translator.from_checkpoint(tmp_path / "list.pt")
+        load_translator(tmp_path / "notes.txt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(UserError, match=r"list\.pt is not a checkpoint.*an official U-GAT-IT \.pt"):
+        load_translator(tmp_path / "list.pt")
     with pytest.raises(UserError, match="CUDA"):
-        Translator.from_checkpoint(weights, device="cpu", half=True)
+        load_translator(weights, device="cpu", half=True)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -196,7 +202,7 @@ def test_cli_folder_mirrors_names_keeps_sizes_and_skips_bad_files(light, tmp_pat
         Image.new("RGB", size, "teal").save(src / name)
     (src / "broken.jpg").write_text("this is not a JPEG")
 
-    code = main(["translate", "--checkpoint", str(run), "--input", str(src), "--output", str(out),
+    code = main(["translate", "--checkpoint", str(run), "--input", str(src), "--out", str(out),
                  "--keep-size", "--heatmap", "--batch-size", "2"])
     assert code == 0
     assert "skipping" in caplog.text and "broken.jpg" in caplog.text
@@ -212,7 +218,7 @@ def test_cli_glob_and_file_inputs(light, tmp_path):
     for name in ("x1.png", "x2.png", "y.png"):
         Image.new("RGB", (40, 24)).save(tmp_path / name)
     code = main(["translate", "--checkpoint", str(weights), "--input", str(tmp_path / "x*.png"),
-                 str(tmp_path / "y.png"), "--output", str(tmp_path / "out"), "--fit", "pad"])
+                 str(tmp_path / "y.png"), "--out", str(tmp_path / "out"), "--fit", "pad"])
     assert code == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x1.png", "x2.png", "y.png"]
     assert Image.open(tmp_path / "out" / "y.png").size == (SIZE, 19)
@@ -228,7 +234,7 @@ def test_cli_exits_2_with_one_line_when_nothing_translates(light, tmp_path, caps
         "C2D": ["--checkpoint", str(run), "--input", str(tmp_path / "fake.jpg"), "--direction", "C2D"],
     }
     for expected, args in cases.items():
-        assert main(["translate", *args, "--output", str(tmp_path / "out")]) == 2
+        assert main(["translate", *args, "--out", str(tmp_path / "out")]) == 2
         last_line = capsys.readouterr().err.splitlines()[-1]  # skip notices may come first
         assert last_line.startswith("unpaired: error:") and expected in last_line, last_line
     assert not (tmp_path / "out").exists()
@@ -241,7 +247,7 @@ def test_cli_video_keeps_frame_count_and_rate(light, tmp_path, caplog):
     write_video(tmp_path / "anim.gif", 5, 40, 30, 10, "gif", "gif")
     (tmp_path / "empty.mov").write_bytes(b"")
     code = main(["translate", "--checkpoint", str(weights), "--input", str(tmp_path / "clip.mp4"),
-                 str(tmp_path / "anim.gif"), str(tmp_path / "empty.mov"), "--output", str(tmp_path / "out"),
+                 str(tmp_path / "anim.gif"), str(tmp_path / "empty.mov"), "--out", str(tmp_path / "out"),
                  "--keep-size", "--batch-size", "4"])
     assert code == 0
     assert read_video(tmp_path / "out" / "clip.mp4") == (6, 12, (64, 48))

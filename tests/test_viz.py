@@ -159,9 +159,9 @@ def test_make_grid_places_columns_left_to_right():
     assert (grid[:, :2] == 0).all() and (grid[:, 2:] == 200).all()
 
 
-def test_side_by_side_builds_a_row():
+def test_make_grid_builds_a_row_of_tiles():
     tiles = [np.full((4, 4, 3), v, dtype=np.uint8) for v in (10, 20, 30)]
-    row = viz.side_by_side(tiles)
+    row = viz.make_grid(tiles)
     assert row.shape == (4, 12, 3)
     assert [int(row[0, 4 * k, 0]) for k in range(3)] == [10, 20, 30]
 

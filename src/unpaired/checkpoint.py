@@ -85,6 +85,22 @@ def load_weights(path: Path, nets: Collection[str] | None = None) -> tuple[State
     return _split(tensors), meta
 
 
+def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: Path | str, what: str,
+                assign: bool = False) -> nn.Module:
+    """``module.load_state_dict(state, strict=True)``, or a one-line UserError saying that ``source``'s
+    ``what`` does not fit, with the first missing, unexpected or misshapen tensors torch lists.
+
+    ``assign`` takes the tensors as they are (for modules built on the meta device).
+    """
+    try:
+        module.load_state_dict(state, strict=True, assign=assign)
+    except RuntimeError as exc:  # torch lists the mismatches after a header line
+        detail = " ".join(str(exc).split("\n", 1)[-1].split())
+        detail = detail if len(detail) <= 200 else detail[:200] + "..."
+        raise UserError(f"{source}: {what} does not fit its architecture: {detail}") from None
+    return module
+
+
 def read_arch(meta: Mapping[str, str], source: Path) -> dict[str, Any]:
     """The architecture a weights file or graph records, as a mapping (the family builds its class)."""
     try:

@@ -280,7 +280,9 @@ def _inception(path: str | None) -> nn.Module:
 def _lpips_alex(path: str | None) -> nn.Module:
     """torchmetrics' LPIPS (its linear layers ship inside torchmetrics; the AlexNet backbone is
     torchvision's ImageNet download, or from ``path``: torchvision's alexnet weights file, of
-    which the ``features.*`` tensors are used)."""
+    which the ``features.*`` tensors are used). It uses torchmetrics' ``_NoTrainLpips`` module:
+    the public ``LearnedPerceptualImagePatchSimilarity`` always downloads the backbone (it has no
+    ``pnet_rand``), which an offline machine cannot; ``tests/test_metrics.py`` pins the behaviour."""
     lpips = import_optional("torchmetrics.functional.image.lpips", EXTRA, "LPIPS")
     if path is None:
         return lpips._NoTrainLpips(net="alex")

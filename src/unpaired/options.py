@@ -148,54 +148,64 @@ def _describe(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
+class _Invalid(Exception):
+    """What is wrong with a value, as the rest of a sentence that starts with the option's flag."""
+
+
 def check_value(name: str, value: Any, hint: Any, meta: Mapping[str, Any], source: str) -> Any:
     """``value`` as the option's type, or a one-line UserError naming the option and ``source``.
 
     Values from YAML are checked exactly like flags: ``light: "false"`` (a string) is refused
     rather than read as true, and a number is refused outside its range or when not finite.
     """
+    try:
+        return _checked(value, hint, meta)
+    except _Invalid as exc:
+        raise UserError(f"{flag_name(name)} {exc}" + (f" (in {source})" if source else "")) from None
+
+
+def _checked(value: Any, hint: Any, meta: Mapping[str, Any]) -> Any:
     kind, optional = _base_type(hint)
-    where = f"{flag_name(name)}" + (f" (in {source})" if source else "")
     if value is None:
         if optional:
             return None
-        raise UserError(f"{where} needs a value")
+        raise _Invalid("needs a value")
     if kind is bool:
         if not isinstance(value, bool):
-            raise UserError(f"{where} must be true or false, got {_describe(value)}")
+            raise _Invalid(f"must be true or false, got {_describe(value)}")
         return value
     if kind is int:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"{where} must be a whole number, got {_describe(value)}")
+            raise _Invalid(f"must be a whole number, got {_describe(value)}")
     elif kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"{where} must be a number, got {_describe(value)}")
+            raise _Invalid(f"must be a number, got {_describe(value)}")
         value = float(value)
         if not math.isfinite(value):
-            raise UserError(f"{where} must be a finite number, got {value}")
+            raise _Invalid(f"must be a finite number, got {value}")
     elif kind is str:
         if not isinstance(value, str):
-            raise UserError(f"{where} must be a string, got {_describe(value)}")
+            raise _Invalid(f"must be a string, got {_describe(value)}")
     elif typing.get_origin(kind) in (tuple, list):
         if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
-            raise UserError(f"{where} must be a list of names, got {_describe(value)}")
+            raise _Invalid(f"must be a list of names, got {_describe(value)}")
         value = tuple(value)
-    _check_range(where, value, meta)
+    _check_range(value, meta)
     return value
 
 
-def _check_range(where: str, value: Any, meta: Mapping[str, Any]) -> None:
+def _check_range(value: Any, meta: Mapping[str, Any]) -> None:
     choices, low, high, above = meta.get("choices"), meta.get("minimum"), meta.get("maximum"), meta.get("above")
     if choices is not None and value not in choices:
-        raise UserError(f"{where} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        raise _Invalid(f"must be one of {', '.join(map(str, choices))}, got {value!r}")
     if low is not None and value < low:
-        raise UserError(f"{where} must be at least {low:g}, got {value}")
+        raise _Invalid(f"must be at least {low:g}, got {value}")
     if high is not None and value > high:
-        raise UserError(f"{where} must be at most {high:g}, got {value}")
+        raise _Invalid(f"must be at most {high:g}, got {value}")
     if above is not None and not value > above:
-        raise UserError(f"{where} must be above {above:g}, got {value}")
+        raise _Invalid(f"must be above {above:g}, got {value}")
 
 
 # ----------------------------------------------------------------------------- building options

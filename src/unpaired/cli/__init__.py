@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         args, rest = parser.parse_known_args(argv)
         module = modules.get(args.command)
         if module is None:
+            if rest:  # `unpaired --bogus`: an error naming the flag, not a page of help
+                raise UserError(f"unrecognized arguments: {' '.join(rest)} (see unpaired --help)")
             parser.print_help()
             return 2
         if getattr(module, "PASS_THROUGH", False):

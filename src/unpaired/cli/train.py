@@ -42,13 +42,16 @@ def _family_parser(name: str, options_cls: type, models: list[str]) -> argparse.
     parser.add_argument("--auto-resume", action="store_true",
                         help="resume if --out already holds a run, else start it (for torchrun --max-restarts "
                              "and job schedulers that restart the same command)")
+    defaults = options_cls()  # the family's defaults, its nested arch's included (photo2cartoon: ch 32)
     for field_name, (f, holder) in opt.option_fields(options_cls).items():
         meta = f.metadata
         if meta.get("derived"):
             continue
         flags = [opt.flag_name(field_name), *meta.get("aliases", ())]
-        default = opt.default_of(f)
-        text = f"{meta.get('help', '')} (default: {default})"
+        default = getattr(defaults if holder is options_cls else defaults.arch, field_name)
+        text = meta.get("help", "")
+        if "default" not in text:  # help that explains its default says it in words
+            text += f" (default: {default})"
         if field_name == "model":
             parser.add_argument(*flags, dest=field_name, choices=models, help=f"which model to train (default: {name})")
         elif _kind(holder, field_name) is bool:

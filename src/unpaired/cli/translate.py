@@ -151,8 +151,6 @@ def _check_flags(args: argparse.Namespace, model) -> None:
         if getattr(args, flag) is not None and keyword not in takes:
             raise UserError(f"--{flag.replace('_', '-')} does not apply to {args.checkpoint}, which holds a "
                             f"{model.name} model")
-    if "domain" in model.call_options and args.target_domain is None:
-        raise UserError(f"{args.checkpoint} holds a {model.name} model: choose --target-domain D")
     if args.reference is not None and (args.num is not None or args.seed is not None):
         raise UserError("--reference takes the style from a picture; --num and --seed are for latent-guided "
                         "translation (leave out --reference)")
@@ -173,6 +171,9 @@ def _open(args: argparse.Namespace):
                                  **_given(args, LOAD_FLAGS))
     if args.heatmap and not translator.has_attention:
         raise UserError(f"--heatmap: {args.checkpoint} holds a {model.name} model, which has no attention map")
+    if "domain" in model.call_options and args.target_domain is None:
+        raise UserError(f"{args.checkpoint} holds a {model.name} model: choose --target-domain D "
+                        f"(one of {', '.join(translator.domains)})")
     if args.target_domain is not None:
         translator.domain_index(args.target_domain)
     return translator

@@ -8,6 +8,7 @@ TF checkpoint folder or prefix), recognised by the families themselves.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ from ..runtime import resolve_device
 from ..run import RunDir
 from .backends import onnx_metadata, onnx_session
 from .translator import Translator
+
+log = logging.getLogger("unpaired")
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,9 @@ def _official(path: Path, img_size: int | None) -> ModelFile | None:
             found = candidate.read_official(path, img_size)
             if found is not None:
                 arch, states = found
+                if img_size is None and getattr(arch, "light", False):
+                    log.info(f"{path}: a light model does not record the size it was trained at; running at "
+                             f"{arch.img_size} (give --img-size N for another)")
                 return ModelFile("official", candidate.name, path, arch=arch, states=states,
                                  read=lambda nets: {n: states[n] for n in nets if n in states})
     return None

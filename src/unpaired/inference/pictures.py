@@ -91,11 +91,20 @@ def as_picture(item: Picture) -> Image.Image | torch.Tensor:
     raise TypeError(f"cannot translate a {type(item).__name__}: give a PIL image, a uint8 array or a tensor")
 
 
-def prepare(item: Picture, size: int, fit: str, keep_size: bool) -> tuple[torch.Tensor, Placement]:
-    """A picture as the model's [3,S,S] input in [-1, 1], and how to put the result back."""
-    square, placement = place(as_picture(item), size, fit, keep_size)
+def prepare(item: Picture, size: int, fit: str, keep_size: bool, transform: type = ResizeTransform
+            ) -> tuple[torch.Tensor, Placement]:
+    """A picture as the model's [3,S,S] input in [-1, 1], and how to put the result back.
+
+    ``transform(size)`` turns a PIL picture into the input: by default the official PyTorch test
+    transform (antialiased resize); a family whose official code resizes otherwise passes its own
+    (the TF code's OpenCV-style resize), which then also does the stretching.
+    """
+    picture = as_picture(item)
+    if fit == "stretch" and isinstance(picture, Image.Image):
+        return transform(size)(picture), Placement(picture.height, picture.width, (0, 0, size, size), keep_size)
+    square, placement = place(picture, size, fit, keep_size)
     if isinstance(square, Image.Image):
-        square = ResizeTransform(size)(square)
+        square = transform(size)(square)
     return square, placement
 
 

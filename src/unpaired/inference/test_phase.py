@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..data.images import NamedImageDataset, ResizeTransform, list_images
+from ..errors import UserError
 from ..run import RunDir
 from ..viz import colorize_heatmap, make_grid, save_png, to_uint8_image
 from .loading import load_translator
@@ -21,6 +22,10 @@ def translate_test_sets(run: Path | str, data: Path | None = None, out: Path | N
     """Write OUT/{A2B,B2A}/{translated,heatmap,side_by_side}/<name>.png for every test image
     (OUT defaults to RUN/test; the data to the run's own) and return OUT."""
     run = RunDir(run)
+    if not run.root.is_dir():
+        raise UserError(f"run folder {run.root} does not exist")
+    if not run.is_run():
+        raise UserError(f"{run.root} is not a run directory (no config.yaml): give the folder `unpaired train --out` made")
     checkpoint = run.require_checkpoint()
     data = Path(data) if data is not None else run.data()
     out = Path(out) if out is not None else run.test

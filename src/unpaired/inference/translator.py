@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from ..viz import colorize_heatmap, overlay_heatmap, to_uint8_image
+from ..data.images import ResizeTransform
 from .backends import Backend
 from .pictures import Picture, Placement, as_list, prepare, restore_picture
 
@@ -98,8 +99,10 @@ class Translator:
     has_attention = False
     face_crops = False
 
-    def __init__(self, backends: dict[str, Backend], *, model: str, arch: Any, source: Path):
+    def __init__(self, backends: dict[str, Backend], *, model: str, arch: Any, source: Path,
+                 transform: type = ResizeTransform):
         self.backends, self.model, self.arch, self.source = backends, model, arch, Path(source)
+        self.transform = transform  # how a PIL picture becomes the model's input (see pictures.prepare)
 
     @property
     def img_size(self) -> int:
@@ -137,7 +140,8 @@ class Translator:
         items = as_list(pictures)
         results: list[Translation] = []
         for start in range(0, len(items), batch_size):
-            prepared = [prepare(item, self.img_size, fit, keep_size) for item in items[start:start + batch_size]]
+            prepared = [prepare(item, self.img_size, fit, keep_size, self.transform)
+                        for item in items[start:start + batch_size]]
             outputs = forward(torch.stack([square for square, _ in prepared]))
             for i, (square, placement) in enumerate(prepared):
                 for style, (images, heatmaps) in enumerate(outputs):

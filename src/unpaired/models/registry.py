@@ -22,6 +22,11 @@ def _photo2cartoon() -> ModelFamily:
     return FAMILY
 
 
+def _ugatit_tf() -> ModelFamily:
+    from .ugatit_tf.family import FAMILY
+    return FAMILY
+
+
 def _stargan_v2() -> ModelFamily:
     from .stargan_v2.family import FAMILY
     return FAMILY
@@ -30,6 +35,7 @@ def _stargan_v2() -> ModelFamily:
 FAMILIES: dict[str, Callable[[], ModelFamily]] = {
     "ugatit": _ugatit,
     "photo2cartoon": _photo2cartoon,
+    "ugatit_tf": _ugatit_tf,
     "stargan_v2": _stargan_v2,
 }
 DEFAULT = "ugatit"

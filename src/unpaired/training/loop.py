@@ -170,7 +170,8 @@ class Training:
                     tick, tick_step = time.perf_counter(), step
                     if main:
                         self._log(writer, step, losses, speed)
-                        bar.set_postfix({k.split("/")[-1]: f"{losses[k]:.3f}" for k in self.recipe.progress_keys})
+                        bar.set_postfix({k.split("/")[-1]: f"{losses[k]:.3f}" for k in self.recipe.progress_keys
+                                         if k in losses})  # a step may skip a term (TF's n_critic)
                 if main and (step % opts.print_freq == 0 or last):
                     self._write_grids(writer, grids, step)
                 if main and (step % opts.save_freq == 0 or last):

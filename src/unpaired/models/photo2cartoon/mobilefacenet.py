@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ...checkpoint import load_strict
 from ...errors import UserError
 from ...files import load_torch_file
 
@@ -97,10 +98,5 @@ def load_mobilefacenet(path: Path) -> MobileFaceNet:
     if not isinstance(state, dict):
         raise UserError(f"{path} is not a MobileFaceNet state_dict (it holds a {type(state).__name__})")
     net = MobileFaceNet()
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:  # missing/unexpected keys or wrong shapes, listed after a header line
-        detail = " ".join(str(exc).split("\n", 1)[-1].split())
-        detail = detail if len(detail) <= 200 else detail[:200] + "..."
-        raise UserError(f"{path} does not hold MobileFaceNet (512-d) weights: {detail}") from None
+    load_strict(net, state, path, "the MobileFaceNet (512-d) weights")
     return net

@@ -134,7 +134,7 @@ class StarGANv2Translator(Translator):
         if reference is not None:
             if seed is not None or num is not None:
                 raise ValueError("seed and num are for latent-guided translation; a reference gives one style")
-            x_ref = prepare(reference, self.img_size, fit, keep_size=False)[0]
+            x_ref = prepare(reference, self.img_size, fit, keep_size=False, transform=self.transform)[0]
             return lambda x: [(self.reference_tensor(x, x_ref.expand(len(x), -1, -1, -1), _labels(x, label)), None)]
         num = 1 if num is None else num
         if num < 1:
@@ -214,12 +214,7 @@ def open_translator(arch: StarGANv2Arch, read, source: Path, *, device: str = "a
         raise UserError(f"{source} has no {', '.join(missing)} network (a StarGAN v2 checkpoint holds the EMA nets)")
     with torch.device("meta"):
         nets = TranslationNets(arch)
-    try:
-        nets.load_state_dict(ema_state(states), strict=True, assign=True)
-    except RuntimeError as exc:
-        raise UserError(f"{source}: the EMA networks do not fit its recorded architecture "
-                        f"({str(exc).splitlines()[0]})") from None
-    nets = nets.eval().float()
+    nets = ckpt.load_strict(nets, ema_state(states), source, "the EMA networks", assign=True).eval().float()
     fan = None
     if arch.w_hpf > 0:
         if fan_weights is None:

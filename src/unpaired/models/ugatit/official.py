@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ...checkpoint import load_strict
 from ...errors import UserError
 from ...files import load_torch_file
 from .networks import NET_NAMES, build_ugatit
@@ -69,11 +70,7 @@ def check_states(build: Callable[[UGATITArch], dict[str, nn.Module]], arch: UGAT
     with torch.device("meta"):
         nets = build(arch)
     for name, state in states.items():
-        try:
-            nets[name].load_state_dict(state, strict=True, assign=True)
-        except RuntimeError as exc:
-            raise UserError(f"{source}: {name} does not fit the inferred architecture "
-                            f"({str(exc).splitlines()[0]})") from None
+        load_strict(nets[name], state, source, name, assign=True)
 
 
 def load_official(path: Path, img_size: int | None) -> tuple[UGATITArch, dict[str, dict[str, torch.Tensor]]] | None:

@@ -68,14 +68,14 @@ class TwoDomainGrids:
                 gen.train()
 
 
-def rho_stats(nets: Mapping[str, nn.Module]) -> dict[str, float]:
-    """Mean ρ of the adaptive and the plain LIN layers of each generator (how IN vs LN they are)."""
+def rho_stats(nets: Mapping[str, nn.Module], plain: type[nn.Module] = ILN) -> dict[str, float]:
+    """Mean ρ of the adaptive and the ``plain`` LIN layers of each generator (how IN vs LN they are)."""
     stats = {}
     for name in GENERATOR_NAMES:
         groups: dict[str, list[torch.Tensor]] = {}
         for module in nets[name].modules():
             if hasattr(module, "rho") and isinstance(module.rho, torch.Tensor):
-                kind = "iln" if isinstance(module, ILN) else "adailn"
+                kind = "iln" if isinstance(module, plain) else "adailn"
                 groups.setdefault(kind, []).append(module.rho.detach().float().mean())
         stats.update({f"{name}_{kind}": torch.stack(v).mean().item() for kind, v in groups.items()})
     return stats
@@ -113,6 +113,7 @@ class UGATITRecipe:
 
     progress_keys = ("Discriminator_loss", "Generator_loss")
     supports_distributed = True
+    plain_norm: type[nn.Module] = ILN  # the decoder's LIN layers, told apart from the AdaLIN ones in ρ stats
 
     def prepare(self, opts: UGATITOptions) -> tuple[UGATITOptions, list[str]]:
         opts, note = resolve_n_dis(opts)
@@ -147,7 +148,7 @@ class UGATITRecipe:
         return TwoDomainGrids(data, opts.n_samples, device)
 
     def scalars(self, nets: Mapping[str, nn.Module]) -> dict[str, float]:
-        return {f"rho/{k}": v for k, v in rho_stats(nets).items()}
+        return {f"rho/{k}": v for k, v in rho_stats(nets, self.plain_norm).items()}
 
     def evaluation(self, opts: UGATITOptions, device: torch.device) -> TwoDomainEvaluation | None:
         return TwoDomainEvaluation(opts, device) if opts.eval_freq else None

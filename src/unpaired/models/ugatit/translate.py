@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ... import checkpoint as ckpt
+from ...data.images import ResizeTransform
 from ...errors import UserError
 from ...inference.backends import OnnxBackend, TorchBackend, onnx_session
 from ...inference.onnx import DEFAULT_OPSET, Graph, export_graphs, random_images
@@ -74,12 +75,7 @@ def build_loaded(build: Callable[[Any], nn.Module], arch: Any, state: dict[str, 
     """
     with torch.device("meta"):
         network = build(arch)
-    try:
-        network.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as exc:
-        raise UserError(f"{source}: {what} does not fit its recorded architecture "
-                        f"({str(exc).splitlines()[0]})") from None
-    return network.eval().float()
+    return ckpt.load_strict(network, state, source, what, assign=True).eval().float()
 
 
 class TwoDomainTranslator(Translator):
@@ -93,8 +89,8 @@ class TwoDomainTranslator(Translator):
     has_attention = True
 
     def __init__(self, backend: TorchBackend | OnnxBackend, *, model: str, arch: Any, direction: str,
-                 source: Path, face_crops: bool = False):
-        super().__init__({"generator": backend}, model=model, arch=arch, source=source)
+                 source: Path, face_crops: bool = False, transform: type = ResizeTransform):
+        super().__init__({"generator": backend}, model=model, arch=arch, source=source, transform=transform)
         self.direction, self.face_crops = direction, face_crops
 
     def _describe(self) -> dict[str, Any]:
@@ -139,7 +135,8 @@ class TwoDomainTranslator(Translator):
 
 def open_translator(model: str, build: Callable[[Any], nn.Module], arch: Any, read: StatesReader, source: Path, *,
                     device: str = "auto", half: bool | None = None, img_size: int | None = None,
-                    direction: str | None = None, face_crops: bool = False) -> TwoDomainTranslator:
+                    direction: str | None = None, face_crops: bool = False,
+                    transform: type = ResizeTransform) -> TwoDomainTranslator:
     """The ``direction`` generator (default A2B) of a model whose networks ``read`` returns."""
     direction = direction or "A2B"
     net = generator_name(direction)
@@ -149,12 +146,12 @@ def open_translator(model: str, build: Callable[[Any], nn.Module], arch: Any, re
     arch = with_img_size(arch, img_size, source)
     module = ImageAndHeatmap(build_loaded(build, arch, states[net], source, net))
     return TwoDomainTranslator(TorchBackend(module, resolve_device(device), half), model=model, arch=arch,
-                               direction=direction, source=source, face_crops=face_crops)
+                               direction=direction, source=source, face_crops=face_crops, transform=transform)
 
 
 def open_onnx_translator(model: str, arch: Any, path: Path, meta: dict[str, str], *, device: str = "auto",
                          img_size: int | None = None, direction: str | None = None,
-                         face_crops: bool = False) -> TwoDomainTranslator:
+                         face_crops: bool = False, transform: type = ResizeTransform) -> TwoDomainTranslator:
     """An exported generator on onnxruntime; it holds one direction, the one its metadata names."""
     stored = meta.get("direction", "A2B")
     if direction is not None and generator_name(direction) != generator_name(stored):
@@ -163,4 +160,4 @@ def open_onnx_translator(model: str, arch: Any, path: Path, meta: dict[str, str]
         raise UserError(f"{path} was exported for {arch.img_size}-px input; re-export it for {img_size}")
     session = onnx_session(path, resolve_device(device))
     return TwoDomainTranslator(OnnxBackend(path, session), model=model, arch=arch, direction=stored, source=path,
-                               face_crops=face_crops)
+                               face_crops=face_crops, transform=transform)
