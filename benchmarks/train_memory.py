@@ -62,35 +62,24 @@ def _batch(model: str, opts, generator):
     return (StarGANv2Batch(images(), labels(), images(), images(), labels(), latents(), latents()),)
 
 
-def _static_bytes(nets, trainer_params) -> int:
-    """Parameters of every network, plus gradient and two Adam moments of each trained one."""
-    every = sum(p.numel() * p.element_size() for net in nets.values() for p in net.parameters())
-    trained = sum(p.numel() * p.element_size() for p in trainer_params)
-    return every + 3 * trained
+def _static_gib(params: dict[str, int], trainer) -> float:
+    """fp32 parameters of every network, plus gradient and two Adam moments of each trained one."""
+    trained = sum(p.numel() for optim in _optimizers(trainer) for group in optim.param_groups for p in group["params"])
+    return 4 * (sum(params.values()) + 3 * trained) / GIB
 
 
 def measure(config: dict) -> dict:
     """Train ``config``'s warm-up and timed iterations in this process; its row of the table."""
     import torch
 
-    from unpaired import options as opt
-    from unpaired.models.registry import family
+    from family_step import build
     from unpaired.runtime import resolve_device
 
     if config.get("threads"):
         torch.set_num_threads(config["threads"])
     device = resolve_device(config["device"])
     baseline = rss_gib()
-    fam = family(config["model"])
-    recipe = fam.recipe()
-    opts = opt.build(fam.options, ("benchmark", {"data": "(random batches)", **config["options"]}))
-    opts, _ = recipe.prepare(opts)
-    run_opts = recipe.resolve_speed(opts, device)
-    torch.manual_seed(0)
-    nets = {name: net.to(device).train() for name, net in recipe.build_nets(opts).items()}
-    recipe.accelerate(nets, run_opts, device)
-    trainer = recipe.make_trainer(nets, run_opts, nets)
-    params = [p for optim in _optimizers(trainer) for group in optim.param_groups for p in group["params"]]
+    opts, trainer, params = build(config["model"], config["options"], device)
     generator = torch.Generator().manual_seed(1)
     times = []
     for i in range(config["warmup"] + config["iters"]):
@@ -102,8 +91,9 @@ def measure(config: dict) -> dict:
         _sync(device)
         times.append(time.perf_counter() - start)
         print(f"    iteration {i + 1}: {times[-1]:.1f} s", file=sys.stderr, flush=True)
+    run_opts = trainer.opts
     return {**config, "peak_gib": peak_gib(device), "baseline_gib": 0.0 if device.type == "cuda" else baseline,
-            "static_gib": _static_bytes(nets, params) / GIB, "s_per_iter": statistics.median(times[config["warmup"]:]),
+            "static_gib": _static_gib(params, trainer), "s_per_iter": statistics.median(times[config["warmup"]:]),
             "s_all": times, "memory": run_opts.memory, "sn_outputs": run_opts.sn_outputs,
             "fused_adam": run_opts.fused_adam, "precision": run_opts.precision}
 
