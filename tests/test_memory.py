@@ -14,16 +14,20 @@ import dataclasses
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import read_scalars
 from unpaired import options as opt
 from unpaired.errors import UserError
+from unpaired.inference.backends import TorchBackend
+from unpaired.inference.translator import capped_batch
 from unpaired.models.registry import family
 from unpaired.models.ugatit.networks import NET_NAMES, build_ugatit, build_generator
 from unpaired.models.ugatit.options import UGATITArch, UGATITOptions
 from unpaired.models.ugatit.train import UGATITTrainer
+from unpaired.models.ugatit.translate import ImageAndHeatmap, TwoDomainTranslator
 from unpaired.models.stargan_v2.data import StarGANv2Batch
 from unpaired.training import memory
 from unpaired.training.loop import Training
@@ -286,3 +290,36 @@ def test_lean_run_resumes_exactly_and_matches_a_normal_run(tiny_data, tmp_path, 
     assert len(straight) == 4
     assert run_losses(tmp_path / "resumed") == straight
     assert run_losses(tmp_path / "switched") == straight
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+def test_batches_are_capped_by_model_pixels():
+    assert [capped_batch(8, size) for size in (256, 362, 363, 512, 1024, 2048)] == [8, 8, 7, 4, 1, 1]
+    assert capped_batch(8, 1024, max_pixels=None) == 8
+    assert capped_batch(3, 64) == 3
+    with pytest.raises(ValueError, match="at least 1"):
+        capped_batch(0, 256)
+
+
+def test_translator_runs_capped_batches_with_the_same_pictures():
+    """Five pictures asked for in one batch of 8 run as 2 + 2 + 1 under a budget of two 32-px
+    inputs, and come out as they do uncapped (per-picture results do not depend on the batch)."""
+    torch.manual_seed(0)
+    arch = UGATITArch(light=True, img_size=32, ch=4, n_res=1)
+    module = ImageAndHeatmap(build_generator(arch).eval())
+    translator = TwoDomainTranslator(TorchBackend(module, "cpu", half=False), model="ugatit", arch=arch,
+                                     direction="A2B", source=Path("random"))
+    ran: list[int] = []
+    module.register_forward_pre_hook(lambda _, inputs: ran.append(len(inputs[0])))
+    pictures = [torch.rand(3, 40, 48) * 2 - 1 for _ in range(5)]
+    translator.max_batch_pixels = None
+    uncapped = translator(pictures, batch_size=8)
+    translator.max_batch_pixels = 2 * 32 * 32
+    assert translator.batch_for(8) == 2
+    capped = translator(pictures, batch_size=8)
+    assert ran == [5, 2, 2, 1]
+    assert [t.source for t in capped] == list(range(5))
+    for a, b in zip(uncapped, capped):  # uint8 pictures: at most one level apart (batch-size rounding)
+        assert np.abs(np.asarray(a.image, dtype=np.int16) - np.asarray(b.image, dtype=np.int16)).max() <= 1
