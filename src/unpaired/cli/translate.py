@@ -71,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heatmap", action="store_true",
                         help="also write <name>_heatmap.png: the attention map over the input (models with attention)")
     parser.add_argument("--batch-size", type=positive_int, default=8,
-                        help="pictures (or video frames) per forward pass (default 8)")
+                        help="pictures (or video frames) per forward pass (default 8), capped to bound memory at "
+                             "2**20 model pixels per pass: 16 at 256 px, 4 at 512, 1 at 1024")
     parser.add_argument("--img-size", "--size", dest="img_size", type=positive_int, default=None,
                         help="model resolution S for a light model (default: its training size, "
                              "256 for an official light .pt); full models run only at their own")
@@ -241,10 +242,10 @@ def _face_preparer(translator, mode: str):
 
 def _translate_images(translator, render: Render, jobs: list[Job], args: argparse.Namespace, progress: tqdm) -> int:
     """Translate image jobs a batch at a time; an unreadable file or one without a face is skipped."""
-    done = 0
+    done, batch = 0, translator.batch_for(args.batch_size)
     with _face_preparer(translator, args.faces) as faces:
-        for start in range(0, len(jobs), args.batch_size):
-            loaded = _load_batch(jobs[start:start + args.batch_size], faces, progress)
+        for start in range(0, len(jobs), batch):
+            loaded = _load_batch(jobs[start:start + batch], faces, progress)
             done += _write_batch(render, loaded, args, progress)
     return done
 
@@ -288,7 +289,8 @@ def _translate_videos(translator, jobs: list[Job], args: argparse.Namespace, pro
         heatmap = job.target(args.out, "_heatmap") if args.heatmap else None
         try:
             result = translate_video(translator, job.source, job.target(args.out), heatmap_target=heatmap,
-                                     batch_size=args.batch_size, fit=args.fit, keep_size=args.keep_size)
+                                     batch_size=translator.batch_for(args.batch_size), fit=args.fit,
+                                     keep_size=args.keep_size)
         except UserError as exc:
             log.warning(f"skipping {job.source}: {exc}")
         else:
@@ -303,6 +305,9 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} is a file, not a folder")
     translator = _open(args)
+    if translator.batch_for(args.batch_size) < args.batch_size:
+        log.info(f"--batch-size {args.batch_size} runs as {translator.batch_for(args.batch_size)} per pass at "
+                 f"{translator.img_size} px (at most {translator.max_batch_pixels} model pixels per pass)")
     render, doing = _renderer(translator, args)
     jobs, skipped = plan(args.input, args.out)
     images = [job for job in jobs if not job.video]
