@@ -7,9 +7,10 @@ Modes (``--modes``, comma-separated):
   also fills the discriminators' gradients. Same numbers as ``faithful`` (see ``loss_rel_diff``).
 * ``faithful``: ``UGATITTrainer`` in fp32 eager, the mode the parity tests check.
 * ``fast``: what ``unpaired train`` uses by default on this device (``resolve_speed`` + ``accelerate``).
-* ``+``-joined parts on top of faithful, for ablations: ``sn_outputs``, ``bf16``, ``fp16``,
-  ``channels_last``, ``fused_adam``, ``cudnn_benchmark``, ``compile`` (torch.compile mode
-  ``default``) or ``compile=MODE``; e.g. ``sn_outputs+compile``.
+* ``+``-joined parts on top of faithful (or of ``fast`` when it comes first), for ablations:
+  ``sn_outputs``, ``bf16``, ``fp16``, ``channels_last``, ``fused_adam``, ``cudnn_benchmark``,
+  ``compile`` (torch.compile mode ``default``) or ``compile=MODE``, ``lean`` (``--memory lean``);
+  e.g. ``sn_outputs+compile``, ``fast+lean``.
 
 Every mode starts from the same initial weights and sees the same batches. After the warm-up
 (which includes compiling; its time is reported), the timed iterations run round-robin over the
@@ -82,19 +83,24 @@ def parse_mode(name: str, base: UGATITOptions, device: torch.device) -> Mode:
     faithful = resolve_speed(replace(base, faithful=True), device)
     if name in ("reference", "faithful"):
         return Mode(name, faithful, official=name == "reference")
-    if name == "fast":
-        return Mode(name, resolve_speed(base, device))
+    first, *parts = name.split("+")
+    if first == "fast":
+        start = resolve_speed(base, device)
+    else:
+        start, parts = replace(faithful, faithful=False), [first, *parts]
     changes = {}
-    for part in name.split("+"):
+    for part in parts:
         if part in ("bf16", "fp16"):
             changes["precision"] = part
         elif part in ("sn_outputs", "channels_last", "fused_adam", "cudnn_benchmark"):
             changes["benchmark_flag" if part == "cudnn_benchmark" else part] = True
         elif part.split("=")[0] == "compile":
             changes["compile"] = part.partition("=")[2] or "default"
+        elif part == "lean":
+            changes["memory"] = "lean"
         else:
             raise SystemExit(f"unknown mode part {part!r} in {name!r}")
-    return Mode(name, replace(faithful, faithful=False, **changes))
+    return Mode(name, replace(start, **changes))
 
 
 def synchronize(device: torch.device) -> None:
@@ -180,7 +186,7 @@ def bench_case(base: UGATITOptions, modes: list[str], batch: int, args, device: 
         warmup_s[name] = sum(step(name, i) for i in range(args.warmup))
         print(f"  {name}: warm-up {warmup_s[name]:.1f} s ({mode.opts.precision}, compile {mode.opts.compile}, "
               f"channels_last {mode.opts.channels_last}, fused_adam {mode.opts.fused_adam}, "
-              f"sn_outputs {mode.opts.sn_outputs})", flush=True)
+              f"sn_outputs {mode.opts.sn_outputs}, memory {mode.opts.memory})", flush=True)
     for i in range(args.warmup, args.warmup + args.iters):
         for name in modes:
             times[name].append(step(name, i))
@@ -192,7 +198,7 @@ def bench_case(base: UGATITOptions, modes: list[str], batch: int, args, device: 
         rows.append({"variant": "light" if base.arch.light else "full", "img_size": base.arch.img_size,
                      "ch": base.arch.ch, "n_res": base.arch.n_res, "batch": batch, "mode": name, "precision": opts.precision,
                      "compile": opts.compile, "channels_last": opts.channels_last, "fused_adam": opts.fused_adam,
-                     "sn_outputs": opts.sn_outputs,
+                     "sn_outputs": opts.sn_outputs, "memory": opts.memory,
                      "cudnn_benchmark": opts.benchmark_flag, "ms_median": ms,
                      "ms_all": [t * 1000 for t in times[name]], "it_per_s": 1000 / ms,
                      "images_per_s": 1000 * batch / ms, "warmup_s": warmup_s[name], "peak_mem_mb": peak,

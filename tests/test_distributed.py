@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,6 +29,12 @@ def torchrun(nproc: int, *args: str, wait: bool = True):
     return proc
 
 
+LR = 1e-4  # the default learning rate of both families
+# The TF generators' conv biases that feed an instance norm: in exact arithmetic their gradient is 0
+# (the norm subtracts the mean), so what they receive is float noise that differs with the batching.
+NOISE_GRADIENT = re.compile(r"^(conv|down\.\d+\.conv|resblocks\.\d+\.conv[12])\.bias$")
+
+
 def train_args(data, out, batch, iters=4, save_freq=2):
     return ["train", "--data", str(data), "--out", str(out), *TINY, "--batch-size", str(batch),
             "--iters", str(iters), "--save-freq", str(save_freq), "--print-freq", str(save_freq), "--log-freq", "1"]
@@ -39,15 +46,16 @@ def even_data(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("ddp") / "data", n_train=8, n_test=2)
 
 
-def test_two_processes_of_batch_1_equal_one_process_of_batch_2(even_data, tmp_path):
+@pytest.mark.parametrize("model", ["ugatit", "ugatit_tf"])
+def test_two_processes_of_batch_1_equal_one_process_of_batch_2(model, even_data, tmp_path):
     """Same data (rank r takes samples r, r+2, ... of each epoch order), same averaged gradients.
 
     The only intended difference is float summation order (gradients averaged by all-reduce
     instead of summed inside one batch), so parameters agree to ~1e-6, not bit for bit.
     """
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    torchrun(1, *train_args(even_data, single, 2))
-    torchrun(2, *train_args(even_data, ddp, 1))
+    torchrun(1, *train_args(even_data, single, 2), "--model", model)
+    torchrun(2, *train_args(even_data, ddp, 1), "--model", model)
     # Only rank 0 wrote: one checkpoint per save, one set of grids, one event file.
     assert [p.name for p in ckpt.list_checkpoints(ddp / "checkpoints")] == ["0000002", "0000004"]
     assert len(list((ddp / "logs").glob("events.out.tfevents.*"))) == 1
@@ -56,7 +64,12 @@ def test_two_processes_of_batch_1_equal_one_process_of_batch_2(even_data, tmp_pa
     b, _ = ckpt.load_weights(ckpt.latest_checkpoint(ddp / "checkpoints") / ckpt.WEIGHTS)
     for net in a:
         for key in a[net]:
-            assert torch.allclose(a[net][key], b[net][key], atol=2e-5, rtol=1e-4), f"{net}.{key}"
+            if model == "ugatit_tf" and NOISE_GRADIENT.match(key):
+                # Adam moves a parameter by ~lr per step whatever its gradient's size: where that
+                # gradient is rounding noise, the two runs move by up to lr in either direction.
+                assert (a[net][key] - b[net][key]).abs().max() <= 2 * LR * 4, f"{net}.{key}"
+            else:
+                assert torch.allclose(a[net][key], b[net][key], atol=2e-5, rtol=1e-4), f"{net}.{key}"
     la, lb = read_scalars(single, "loss/Generator_loss"), read_scalars(ddp, "loss/Generator_loss")
     assert la.keys() == lb.keys() and all(abs(la[s] - lb[s]) <= 1e-4 * abs(la[s]) for s in la)
 

@@ -123,13 +123,27 @@ class FaceCrop:
     """A prepared face: the crop, the person mask and the face landmarks in crop pixels.
 
     ``mask`` is the person probability (size x size, 0..1) even with ``background="keep"``;
-    photo2cartoon's inference multiplies the generated cartoon by it too (see ``on_white``).
+    photo2cartoon's inference pastes the generated cartoon onto white with it too (``on_white``).
     """
 
     image: Image.Image
     mask: np.ndarray
     landmarks: np.ndarray
     square: Square
+
+    def on_white(self, translation: Image.Image) -> Image.Image:
+        """A translation of this crop pasted onto white with the person mask, as photo2cartoon's
+        test.py finishes its cartoon (``cartoon * mask + 255 * (1 - mask)``): the model draws
+        something everywhere, but only the person was in its training pictures.
+
+        The mask is resized (bilinear) to the translation when their sizes differ. test.py
+        blends the float output and truncates; this blends the 8-bit picture and rounds, as the
+        rest of the package does, so values can differ from test.py's by one level.
+        """
+        mask = self.mask.astype(np.float32)
+        if mask.shape != (translation.height, translation.width):
+            mask = np.asarray(Image.fromarray(mask, "F").resize(translation.size, Image.Resampling.BILINEAR))
+        return Image.fromarray(on_white(np.asarray(translation.convert("RGB")), mask))
 
 
 def eye_centres(landmarks: np.ndarray) -> np.ndarray:

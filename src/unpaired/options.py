@@ -92,6 +92,10 @@ class RunOptions:
                                            "model has spectral norm, off with --faithful", resumable=True)
     benchmark_flag: bool | None = option(None, "set cudnn.benchmark; unset: on for GPUs unless --faithful or "
                                                "--deterministic", resumable=True)
+    memory: str = option("normal", "lean: recompute the networks' blocks in the backward pass instead of keeping "
+                                   "their activations, and free gradients after each optimiser step (same numbers, "
+                                   "a fraction of the memory, slower: see README, Training memory)",
+                         choices=MEMORY_MODES, resumable=True)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

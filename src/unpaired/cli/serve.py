@@ -1,4 +1,4 @@
-"""``unpaired serve``: a local web page to translate uploaded pictures and see the attention map."""
+"""``unpaired serve``: a local web page to translate uploaded pictures with any trained model."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from ..inference.pictures import FITS
 from ._args import add_device, port_number, positive_float
 
-HELP = "a local web page: drop a picture, see its translation and attention heatmap (needs unpaired[web])"
+HELP = "a local web page: drop a picture, see what a model makes of it (needs unpaired[web])"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,11 +25,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest upload accepted, in MB (default 10)")
     parser.add_argument("--max-megapixels", type=positive_float, default=40.0,
                         help="largest picture accepted, in megapixels, checked before decoding (default 40)")
+    parser.add_argument("--memory-budget-mb", type=positive_float, default=1000.0,
+                        help="memory the pictures being decoded and translated may take together, in MB, "
+                             "estimated from their headers (default 1000); an upload that would exceed it "
+                             "waits for the ones ahead of it, one that needs more alone is refused")
+    parser.add_argument("--body-timeout-s", type=positive_float, default=60.0,
+                        help="seconds an upload may take to arrive in full before it is refused (default 60)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..serve.app import MB, UploadLimits, serve
+    from ..serve.app import serve
+    from ..serve.uploads import MB, UploadLimits
 
-    limits = UploadLimits(max_bytes=int(args.max_upload_mb * MB), max_pixels=int(args.max_megapixels * 1e6))
+    limits = UploadLimits(max_bytes=int(args.max_upload_mb * MB), max_pixels=int(args.max_megapixels * 1e6),
+                          body_timeout_s=args.body_timeout_s, memory_budget=int(args.memory_budget_mb * MB))
     serve(args.checkpoint, args.host, args.port, args.device, limits, args.fit)
     return 0

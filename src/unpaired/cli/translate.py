@@ -18,6 +18,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from .. import guard
 from ..data.images import DECODE_ERRORS, IMAGE_EXTENSIONS, list_images, load_rgb
 from ..errors import UserError, WriteError
+from ..faces import FaceCrop, FacePreparer
 from ..inference.pictures import FITS
 from ..video import VIDEO_EXTENSIONS, is_video, output_suffix
 from ..viz import save_png
@@ -74,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heatmap", action="store_true",
                         help="also write <name>_heatmap.png: the attention map over the input (models with attention)")
     parser.add_argument("--batch-size", type=positive_int, default=8,
-                        help="pictures (or video frames) per forward pass (default 8)")
+                        help="pictures (or video frames) per forward pass (default 8), capped to bound memory at "
+                             "2**20 model pixels per pass: 16 at 256 px, 4 at 512, 1 at 1024")
     parser.add_argument("--img-size", "--size", dest="img_size", type=positive_int, default=None,
                         help="model resolution S for a light model (default: its training size, "
                              "256 for an official light .pt); full models run only at their own")
@@ -83,7 +85,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device(parser)
     parser.add_argument("--faces", choices=("auto", "on", "off"), default="auto",
                         help="detect, align and cut out the largest face first, like the training data of "
-                             "photo2cartoon (auto: on for models trained on face crops; needs unpaired[faces])")
+                             "photo2cartoon (auto: on for models trained on face crops; needs unpaired[faces]); "
+                             "the result is pasted onto white with the face's mask, as photo2cartoon's authors do")
+    parser.add_argument("--raw-output", action="store_true",
+                        help="with faces prepared: keep the model's output as it is, not pasted onto white")
     parser.add_argument("--precision", choices=("auto", "fp32", "fp16"), default="auto",
                         help="fp16 on CUDA only (auto: fp16 on CUDA, fp32 on CPU)")
     parser.add_argument("--model", default=None,
@@ -204,6 +209,9 @@ def _open(args: argparse.Namespace):
     half = {"auto": None, "fp32": False, "fp16": True}[args.precision]
     translator = load_translator(found, device=args.device, half=half, img_size=args.img_size,
                                  **_given(args, LOAD_FLAGS))
+    if args.raw_output and not _faces_prepared(translator, args.faces):
+        raise UserError("--raw-output keeps the output of a prepared face as the model made it, but faces are not "
+                        "prepared here (--faces on, or auto with a model trained on face crops)")
     if args.heatmap and not translator.has_attention:
         raise UserError(f"--heatmap: {args.checkpoint} holds a {model.name} model, which has no attention map")
     if "domain" in model.call_options and args.target_domain is None:
@@ -216,8 +224,9 @@ def _open(args: argparse.Namespace):
 
 # ----------------------------------------------------------------------------- translation
 
-# Per picture of a batch, the (name tag, picture) pairs to write: "" for the translation itself.
-Render = Callable[[list[Image.Image]], list[list[tuple[str, Image.Image]]]]
+# Per picture of a batch (with the face crop its translations are pasted onto white with, or
+# None), the (name tag, picture) pairs to write: "" for the translation itself.
+Render = Callable[[list[Image.Image], list[FaceCrop | None]], list[list[tuple[str, Image.Image]]]]
 
 
 def _renderer(translator, args: argparse.Namespace, styles: list[str]) -> tuple[Render, str]:
@@ -231,10 +240,11 @@ def _renderer(translator, args: argparse.Namespace, styles: list[str]) -> tuple[
         except DECODE_ERRORS as exc:
             raise UserError(f"--reference {args.reference}: not a readable image ({exc})") from None
 
-    def render(images: list[Image.Image]) -> list[list[tuple[str, Image.Image]]]:
+    def render(images: list[Image.Image], crops: list[FaceCrop | None]) -> list[list[tuple[str, Image.Image]]]:
         grouped: list[list[tuple[str, Image.Image]]] = [[] for _ in images]
         for t in translator(images, **call, **options):
-            grouped[t.source].append((styles[t.style], t.image))
+            crop = crops[t.source]
+            grouped[t.source].append((styles[t.style], t.image if crop is None else crop.on_white(t.image)))
             if args.heatmap:
                 grouped[t.source].append(("_heatmap", t.overlay()))
         return grouped
@@ -248,31 +258,36 @@ def _renderer(translator, args: argparse.Namespace, styles: list[str]) -> tuple[
     return render, doing
 
 
+def _faces_prepared(translator, mode: str) -> bool:
+    return mode == "on" or (mode == "auto" and translator.face_crops)
+
+
 def _face_preparer(translator, mode: str):
     """A FacePreparer when faces are to be cut out first (models trained on face crops), else None."""
-    if mode == "off" or (mode == "auto" and not translator.face_crops):
+    if not _faces_prepared(translator, mode):
         return contextlib.nullcontext()
-    from ..faces import FacePreparer
     return FacePreparer(translator.img_size, "white")
 
 
 def _translate_images(translator, render: Render, jobs: list[Job], args: argparse.Namespace, made: guard.Made,
                       progress: tqdm) -> int:
     """Translate image jobs a batch at a time; an unreadable file or one without a face is skipped."""
-    done = 0
+    done, batch = 0, translator.batch_for(args.batch_size)
     with _face_preparer(translator, args.faces) as faces:
-        for start in range(0, len(jobs), args.batch_size):
-            loaded = _load_batch(jobs[start:start + args.batch_size], faces, progress)
+        for start in range(0, len(jobs), batch):
+            loaded = _load_batch(jobs[start:start + batch], faces, progress)
             done += _write_batch(render, loaded, args, made, progress)
     return done
 
 
-def _load_batch(jobs: list[Job], faces, progress: tqdm) -> list[tuple[Job, object]]:
+def _load_batch(jobs: list[Job], faces, progress: tqdm) -> list[tuple[Job, Image.Image, FaceCrop | None]]:
+    """(job, picture to translate, the face crop it is when faces are prepared) per readable job."""
     loaded = []
     for job in jobs:
         try:
             image = load_rgb(job.source)
-            loaded.append((job, faces.largest(image).image if faces else image))
+            crop = faces.largest(image) if faces else None
+            loaded.append((job, image if crop is None else crop.image, crop))
         except DECODE_ERRORS as exc:
             log.warning(f"skipping {job.source}: not a readable image ({exc})")
             progress.update()
@@ -283,8 +298,9 @@ def _load_batch(jobs: list[Job], faces, progress: tqdm) -> list[tuple[Job, objec
 
 
 def _write_batch(render: Render, loaded: list, args: argparse.Namespace, made: guard.Made, progress: tqdm) -> int:
-    results = render([image for _, image in loaded]) if loaded else []
-    for (job, _), outputs in zip(loaded, results):
+    crops = [None if args.raw_output else crop for _, _, crop in loaded]
+    results = render([image for _, image, _ in loaded], crops) if loaded else []
+    for (job, _, _), outputs in zip(loaded, results):
         for tag, picture in outputs:
             made.add(save_png(np.asarray(picture), job.target(args.out, tag)))
         progress.update()
@@ -299,7 +315,8 @@ def _translate_videos(translator, jobs: list[Job], args: argparse.Namespace, mad
         heatmap = job.target(args.out, "_heatmap") if args.heatmap else None
         try:
             result = translate_video(translator, job.source, job.target(args.out), heatmap_target=heatmap,
-                                     batch_size=args.batch_size, fit=args.fit, keep_size=args.keep_size)
+                                     batch_size=translator.batch_for(args.batch_size), fit=args.fit,
+                                     keep_size=args.keep_size)
         except WriteError:
             raise  # the machine's fault (a full disk): stop, as for pictures
         except UserError as exc:
@@ -318,6 +335,9 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} is a file, not a folder")
     translator = _open(args)
+    if translator.batch_for(args.batch_size) < args.batch_size:
+        log.info(f"--batch-size {args.batch_size} runs as {translator.batch_for(args.batch_size)} per pass at "
+                 f"{translator.img_size} px (at most {translator.max_batch_pixels} model pixels per pass)")
     styles, tags = _tags(args)
     render, doing = _renderer(translator, args, styles)
     jobs, skipped = plan(args.input, args.out, tags, videos=args.target_domain is None)

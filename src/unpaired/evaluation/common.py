@@ -21,6 +21,7 @@ from .. import metrics as m
 from ..data.images import NamedImageDataset, ResizeTransform, list_images
 from ..errors import UserError
 from ..files import write_text_atomic
+from ..inference.translator import capped_batch
 from ..metrics import METRICS, MetricSpec
 from ..viz import to_uint8_image
 
@@ -171,7 +172,8 @@ def load_scorers(metrics: Sequence[str], has_pairs: bool, *, device: torch.devic
 
 
 def translate_all(translate: Translate, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Translate uint8 test images batch by batch; uint8 results."""
+    """Translate uint8 test images batch by batch (``batch_size``, capped as translators cap it); uint8 results."""
+    batch_size = capped_batch(batch_size, images.shape[-1])
     with torch.inference_mode():
         return torch.cat([quantize(translate(model_input(batch)).cpu()) for batch in images.split(batch_size)])
 

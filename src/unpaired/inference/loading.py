@@ -100,6 +100,20 @@ def _official(path: Path, img_size: int | None) -> ModelFile | None:
     return None
 
 
+OUR_SUFFIXES = (".safetensors", ".onnx")
+
+
+def looks_like_model(path: Path) -> bool:
+    """Whether ``path`` could hold a model (our weights, an exported graph, a run or checkpoint
+    folder, or a family's official file), judged without reading it: for listing folders."""
+    path = Path(path)
+    if path.is_file() and path.suffix in OUR_SUFFIXES:
+        return True
+    if path.is_dir() and ((path / ckpt.WEIGHTS).is_file() or RunDir(path).latest_checkpoint() is not None):
+        return True
+    return any(f.official_paths is not None and f.official_paths(path) for f in families())
+
+
 def identify(path: Path | str, img_size: int | None = None) -> ModelFile:
     """What ``path`` holds (``img_size``: the training size of an official light model, which its
     file does not record)."""

@@ -87,6 +87,22 @@ class TranslationOutput(Sequence[Translation]):
 # [B,3,S,S] and (None for models without attention) the heatmaps [B,1,h,w].
 Forward = Callable[[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor | None]]]
 
+# Model-square pixels one forward pass may take (batch × S²). A generator's activations grow with
+# them: a light U-GAT-IT peaks near 1.3 GiB for one 1024-px input on the CPU, so the default batch
+# of 8 would need ~11 GiB there. 2**20 px keeps a pass near one 1024-px input (4 at 512 px, 16 at
+# 256 px: the default batch is not cut below 512 px); benchmarks/translate_memory.py measures it.
+MAX_BATCH_PIXELS = 2**20
+
+
+def capped_batch(batch_size: int, img_size: int, max_pixels: int | None = MAX_BATCH_PIXELS) -> int:
+    """Pictures per forward pass for a requested ``batch_size`` of ``img_size``-px inputs: fewer
+    where they would exceed ``max_pixels`` (None: no cap), never fewer than one."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if max_pixels is None:
+        return batch_size
+    return max(1, min(batch_size, max_pixels // img_size**2))
+
 
 class Translator:
     """What every family's translator shares: its backends, architecture, device, batching and fitting.
@@ -98,6 +114,7 @@ class Translator:
 
     has_attention = False
     face_crops = False
+    max_batch_pixels: int | None = MAX_BATCH_PIXELS  # per forward pass (see capped_batch); None: no cap
 
     def __init__(self, backends: dict[str, Backend], *, model: str, arch: Any, source: Path,
                  transform: type = ResizeTransform):
@@ -132,11 +149,16 @@ class Translator:
                   "device": str(self.device), "backend": self.backend_kind, "source": str(self.source)}
         return f"{type(self).__name__}(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
 
+    def batch_for(self, batch_size: int) -> int:
+        """The pictures per forward pass a call asking for ``batch_size`` runs (``capped_batch``)."""
+        return capped_batch(batch_size, self.img_size, self.max_batch_pixels)
+
     def _translate(self, pictures: Picture | Sequence[Picture], forward: Forward, batch_size: int, fit: str,
                    keep_size: bool) -> TranslationOutput:
-        """Fit the pictures, run ``forward`` a batch at a time, put every output back in its picture's frame."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        """Fit the pictures, run ``forward`` a batch at a time, put every output back in its picture's frame.
+
+        Batches hold at most ``max_batch_pixels`` model-square pixels, whatever ``batch_size`` asks."""
+        batch_size = self.batch_for(batch_size)
         items = as_list(pictures)
         results: list[Translation] = []
         for start in range(0, len(items), batch_size):

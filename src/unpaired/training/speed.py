@@ -41,9 +41,10 @@ from torch.nn.utils.spectral_norm import SpectralNorm
 from collections.abc import Callable, Mapping
 
 from ..errors import UserError
+from . import memory
 
 FAITHFUL = {"precision": "fp32", "compile": "off", "channels_last": False, "fused_adam": False, "sn_outputs": False}
-SPEED_OPTIONS = ("faithful", *FAITHFUL, "benchmark_flag")  # what a run logs it computed with
+SPEED_OPTIONS = ("faithful", *FAITHFUL, "benchmark_flag", "memory")  # what a run logs it computed with
 
 
 def fast_settings(device: torch.device) -> dict:
@@ -160,6 +161,8 @@ def rework_spectral_norm(net: nn.Module, divide_outputs: bool) -> int:
     forward + backward on the CPU at 128 px. Equal math, rounded differently (not bit-identical).
     The small spectrally normalised linear layers of the CAM head keep the weight division: the
     discriminator also reads their normalised weight (``--fix-d-cam-weight``).
+    Each reworked layer is marked with the attribute the hook sets on it per call (σ, or W / σ),
+    which lean memory's recomputation reinstates (``training/memory.py``).
     Returns the number of layers reworked.
     """
     layers = []
@@ -169,6 +172,7 @@ def rework_spectral_norm(net: nn.Module, divide_outputs: bool) -> int:
                 del layer._forward_pre_hooks[key]
                 divides_output = divide_outputs and isinstance(layer, nn.Conv2d)
                 layers.append((layer, hook, divides_output))
+                setattr(layer, memory.PER_CALL, ("sn_sigma",) if divides_output else (hook.name,))
                 if divides_output:
                     delattr(layer, hook.name)  # W / σ is never formed; a stale copy must not be read
                     layer.forward = types.MethodType(_conv_over_sigma, layer)
@@ -179,10 +183,13 @@ def rework_spectral_norm(net: nn.Module, divide_outputs: bool) -> int:
 
 
 def accelerate(nets: dict[str, nn.Module], opts, device: torch.device) -> dict[str, nn.Module]:
-    """Apply ``opts``' resolved speed options to ``nets`` in place and return them.
+    """Apply ``opts``' resolved speed options and its memory mode to ``nets`` in place and return them.
 
     The modules stay the same objects (``nn.Module.compile`` compiles a module's call in place), so
     state_dict keys, checkpoints, DDP wrapping and the trainer's ``raw`` networks are unchanged.
+    ``--memory lean`` hoists spectral norm as ``--sn-outputs`` and compiling do (whatever
+    ``sn_outputs`` says: the power iterations must run outside the recomputed blocks) and
+    checkpoints each network's ``memory_blocks()``.
     Call it after moving the networks to ``device`` and before building the trainer and DDP.
     """
     if any(_is_auto(getattr(opts, name)) for name in (*FAITHFUL, "benchmark_flag")):
@@ -191,8 +198,10 @@ def accelerate(nets: dict[str, nn.Module], opts, device: torch.device) -> dict[s
     for net in nets.values():
         if opts.channels_last:
             net.to(memory_format=torch.channels_last)
-        if opts.sn_outputs or opts.compile != "off":
+        if opts.sn_outputs or opts.compile != "off" or opts.memory == "lean":
             rework_spectral_norm(net, divide_outputs=opts.sn_outputs)
+        if opts.memory == "lean":
+            memory.checkpoint_network(net)
         if opts.compile != "off":
             net.compile(mode=None if opts.compile == "default" else opts.compile)
     return nets

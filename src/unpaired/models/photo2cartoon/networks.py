@@ -210,6 +210,12 @@ class Photo2CartoonGenerator(nn.Module):
     def decoder_blocks(self) -> list[ResnetAdaILNBlock]:
         return [getattr(self, f"DecodeBlock{i}") for i in range(1, self.n_res + 1)]
 
+    def memory_blocks(self) -> list[nn.Module]:
+        """What ``--memory lean`` recomputes (training/memory.py): every stage but the CAM head and MLP."""
+        return [self.ConvBlock1, self.HourGlass1, self.HourGlass2, self.DownBlock1, self.DownBlock2,
+                *self.encoder_blocks(), *self.decoder_blocks(), self.UpBlock1, self.UpBlock2, self.HourGlass3,
+                self.HourGlass4, self.ConvBlock2]
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.HourGlass2(self.HourGlass1(self.ConvBlock1(x)))
         x = self.DownBlock2(self.DownBlock1(x))

@@ -89,7 +89,7 @@ class TaskScorer:
     def __init__(self, translator: StarGANv2Translator, scorers: Scorers, runnable: Sequence[str],
                  num_outs: int, seed: int, batch_size: int):
         self.translator, self.scorers, self.runnable = translator, scorers, runnable
-        self.num_outs, self.seed, self.batch_size = num_outs, seed, batch_size
+        self.num_outs, self.seed, self.batch_size = num_outs, seed, translator.batch_for(batch_size)
 
     def _outputs(self, guide: str, x: torch.Tensor, first: int, target: int,
                  references: torch.Tensor) -> list[torch.Tensor]:

@@ -176,6 +176,10 @@ class Generator(nn.Module):
             self.hpf = HighPass(w_hpf)
             self.skip_sizes = (img_size // 8, img_size // 4, img_size // 2)
 
+    def memory_blocks(self) -> list[nn.Module]:
+        """What ``--memory lean`` recomputes (training/memory.py): every residual block and the output layers."""
+        return [*self.encode, *self.decode, self.to_rgb]
+
     def forward(self, x: torch.Tensor, s: torch.Tensor,
                 masks: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         if masks is not None and not self.skip_sizes:
@@ -220,6 +224,11 @@ class MappingNetwork(nn.Module):
         return select_domain(torch.stack([head(h) for head in self.unshared], dim=1), y)
 
 
+def _residual_blocks(trunk: nn.Sequential) -> list[nn.Module]:
+    """What ``--memory lean`` recomputes of a down-sampling trunk (training/memory.py): its residual blocks."""
+    return [block for block in trunk if isinstance(block, ResBlk)]
+
+
 def _downsampling_trunk(img_size: int, max_conv_dim: int) -> tuple[list[nn.Module], int]:
     """Layers shared by style encoder and discriminator: conv, residual down-sampling to 4x4, 4x4 conv to 1x1."""
     dim_in = first_width(img_size, max_conv_dim)
@@ -242,6 +251,9 @@ class StyleEncoder(nn.Module):
         self.shared = nn.Sequential(*blocks)
         self.unshared = nn.ModuleList(nn.Linear(dim_out, style_dim) for _ in range(num_domains))
 
+    def memory_blocks(self) -> list[nn.Module]:
+        return _residual_blocks(self.shared)
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = self.shared(x).flatten(1)
         return select_domain(torch.stack([head(h) for head in self.unshared], dim=1), y)
@@ -250,10 +262,15 @@ class StyleEncoder(nn.Module):
 class Discriminator(nn.Module):
     """Multi-task discriminator: one real/fake logit per domain; returns the logit of domain y, [B]."""
 
+    memory_keeps_convolutions = False  # the R1 penalty differentiates its real-image call twice
+
     def __init__(self, img_size: int = 256, num_domains: int = 2, max_conv_dim: int = 512):
         super().__init__()
         blocks, dim_out = _downsampling_trunk(img_size, max_conv_dim)
         self.main = nn.Sequential(*blocks, nn.Conv2d(dim_out, num_domains, 1, 1, 0))
+
+    def memory_blocks(self) -> list[nn.Module]:
+        return _residual_blocks(self.main)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return select_domain(self.main(x).flatten(1), y)

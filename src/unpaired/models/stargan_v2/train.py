@@ -27,6 +27,7 @@ from torch.nn import functional as F
 
 from ...errors import UserError
 from ...training.contracts import StepResult
+from ...training.memory import release_gradients
 from ...viz import make_grid, to_uint8_image
 from .data import StarGANv2Batch
 from .fan import FAN, generate
@@ -133,7 +134,8 @@ class StarGANv2Trainer:
     ``fan`` (a loaded ``FAN``) is required when the generator uses face masks. ``raw`` holds the
     plain modules when ``nets`` are wrapped (compiled, DDP); freezing, EMA and optimisers use it.
     ``opts.fused_adam`` (resolved by training/speed.py; unset runs the official per-tensor loop)
-    chooses Adam's fused kernel.
+    chooses Adam's fused kernel; ``opts.memory`` "lean" frees each optimiser's gradients after its
+    step (training/memory.py).
     """
 
     def __init__(self, nets: dict[str, nn.Module], opts: StarGANv2Options, fan: FAN | None = None,
@@ -148,6 +150,7 @@ class StarGANv2Trainer:
             for name in TRAINED_NETS
         }
         self.lambda_ds = ds_weight(1, opts.lambda_ds, opts.ds_iter)
+        self.lean = opts.memory == "lean"
 
     # -- schedule -------------------------------------------------------------------------
     @property
@@ -176,6 +179,8 @@ class StarGANv2Trainer:
                 net.requires_grad_(True)
         for name in names:
             self.optims[name].step()
+            if self.lean:
+                release_gradients(self.optims[name])
         return terms
 
     def step(self, batch: StarGANv2Batch) -> StepResult:

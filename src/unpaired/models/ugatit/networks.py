@@ -72,6 +72,10 @@ class ResnetGenerator(nn.Module):
     def bottleneck_blocks(self) -> list[ResnetAdaILNBlock]:
         return [getattr(self, f"UpBlock1_{i}") for i in range(1, self.n_res + 1)]
 
+    def memory_blocks(self) -> list[nn.Module]:
+        """What ``--memory lean`` recomputes (training/memory.py): encoder, bottleneck blocks, decoder."""
+        return [self.DownBlock, *self.bottleneck_blocks(), self.UpBlock2]
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.DownBlock(x)
         x, cam_logit, heatmap = cam_attention(x, self.gap_fc, self.gmp_fc, self.conv1x1, self.relu,
@@ -117,6 +121,11 @@ class Discriminator(nn.Module):
         self.pad = nn.ReflectionPad2d(1)
         self.conv = spectral_norm(nn.Conv2d(width, 1, 4, 1, 0, bias=False))
         self.model = nn.Sequential(*model)
+
+    def memory_blocks(self) -> list[nn.Module]:
+        """What ``--memory lean`` recomputes (training/memory.py): the whole forward, below the
+        network's spectral-norm pre-hook."""
+        return [self]
 
     def _cam_weight(self, fc: nn.Module) -> torch.Tensor:
         return fc.weight if self.fix_cam_weight else fc.weight_orig

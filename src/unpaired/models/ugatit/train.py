@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from ...nn import clip_rho
 from ...training.contracts import StepResult
+from ...training.memory import release_gradients
 from .options import UGATITOptions
 
 ADAM_BETAS = (0.5, 0.999)
@@ -55,6 +56,7 @@ class UGATITTrainer:
     the plain modules, used for ρ clipping, freezing, the frozen-D forwards of the G step and
     checkpoints. Speed options of ``opts`` that are still unresolved (``precision="auto"``,
     ``fused_adam=None``: see ``training/speed.py``) run the faithful way (fp32, default Adam).
+    ``opts.memory`` "lean" frees each optimiser's gradients after its step (``training/memory.py``).
     """
 
     def __init__(self, nets: dict[str, nn.Module], opts: UGATITOptions, raw: dict[str, nn.Module] | None = None):
@@ -71,6 +73,7 @@ class UGATITTrainer:
         self._autocast_dtype = AUTOCAST_DTYPES.get(opts.precision)
         self._device_type = device_type
         self.scaler = torch.amp.GradScaler(device_type, enabled=opts.precision == "fp16")
+        self.lean = opts.memory == "lean"
 
     # -- schedule -------------------------------------------------------------------------
     def set_lr(self, lr: float) -> None:
@@ -164,6 +167,8 @@ class UGATITTrainer:
         losses = self._discriminator_losses(d_out)
         self.scaler.scale(losses["Discriminator_loss"]).backward()
         self.scaler.step(self.D_optim)
+        if self.lean:
+            release_gradients(self.D_optim)
         return losses, d_out
 
     def generator_step(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -192,6 +197,8 @@ class UGATITTrainer:
             self._set_discriminators_trainable(True)
         self.scaler.step(self.G_optim)
         self.scaler.update()
+        if self.lean:
+            release_gradients(self.G_optim)
         clip_rho(self.raw["genA2B"])
         clip_rho(self.raw["genB2A"])
         return losses

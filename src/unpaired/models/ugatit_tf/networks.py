@@ -308,6 +308,15 @@ class TFGenerator(nn.Module):
         self.up = nn.ModuleList(ConvNorm(TFConv(c, c // 2, 3, 1, 1), LIN(c // 2)) for c in (width, 2 * ch))
         self.logit = TFConv(ch, arch.img_ch, 7, 1, 3)
 
+    def memory_blocks(self) -> list[nn.Module]:
+        """What ``--memory lean`` recomputes (training/memory.py): every conv and norm stage but the CAM head's.
+
+        The discriminators name none: their spectral norm advances ``u`` inside each conv's
+        forward, which a recomputation would repeat (memory.py says how a network hoists it).
+        """
+        return [self.conv, self.ins_norm, *self.down, *self.resblocks, *self.adaptive_resblocks, *self.up,
+                self.logit]
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.ins_norm(self.conv(x)))
         for block in (*self.down, *self.resblocks):

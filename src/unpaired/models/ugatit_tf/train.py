@@ -29,6 +29,7 @@ from torch.nn import functional as F
 
 from ...errors import UserError
 from ...training.contracts import StepResult
+from ...training.memory import release_gradients
 from .networks import DISCRIMINATOR_NAMES, GENERATOR_NAMES, DiscriminatorOutput, clip_rho_, regularized_kernels
 from .options import GAN_TYPES
 
@@ -179,6 +180,8 @@ class UGATITTFTrainer:
         for group in optim.param_groups:
             group["eps"] = ADAM_EPS / math.sqrt(1.0 - ADAM_BETAS[1] ** t)
         self.scaler.step(optim)
+        if self.opts.memory == "lean":
+            release_gradients(optim)
         if optim is self.G_optim:
             for name in GENERATOR_NAMES:
                 clip_rho_(self.raw[name])
