@@ -187,6 +187,23 @@ def test_test_and_eval_outputs_never_land_in_their_inputs(trained, tmp_path, cap
     refused(capsys, tmp_path, ["eval", "--run", str(mine), "--data", str(copy), "--metrics", "l1"], "is a folder")
 
 
+def test_a_runs_own_folder_that_links_elsewhere_is_not_taken_as_unpaireds(trained, tmp_path, capsys):
+    """RUN/test, RUN/plots: unpaired's as a whole, but not when they are links to the user's folders."""
+    run, data = trained
+    mine = tmp_path / "run"
+    shutil.copytree(run, mine)
+    pictures = tmp_path / "pictures"
+    name = sorted((data / "testA").iterdir())[0].with_suffix(".png").name
+    (pictures / "A2B" / "translated").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(pictures / "A2B" / "translated" / name)
+    Image.new("RGB", (4, 4)).save(pictures / "lr.png")
+    shutil.rmtree(mine / "test", ignore_errors=True)
+    (mine / "test").symlink_to(pictures, target_is_directory=True)
+    (mine / "plots").symlink_to(pictures, target_is_directory=True)
+    refused(capsys, tmp_path, ["test", "--run", str(mine), "--device", "cpu"], f"{name} exists and was not written")
+    refused(capsys, tmp_path, ["plot", "--run", str(mine)], "lr.png exists and was not written")
+
+
 def test_plot_never_replaces_a_picture_of_the_users(trained, tmp_path, capsys):
     run, _ = trained
     out = tmp_path / "plots"

@@ -14,7 +14,8 @@ with one line, before a byte is written, when:
      file the command wrote into it in ``OUT/.unpaired-made``, one ``sha256  path`` line per
      file (``sha256sum -c`` reads it). A listed file whose content is unchanged is the command's
      to replace; any other file there is the user's, and stays untouched;
-   * a run directory's own folders (RUN/test, RUN/eval, RUN/plots) are unpaired's as a whole;
+   * a run directory's own folders (RUN/test, RUN/eval, RUN/plots) are unpaired's as a whole,
+     unless one is a link to a folder elsewhere: that folder is treated as an --out folder;
    * a run directory is ``unpaired train``'s once it wrote its config.yaml (``RunDir.config_is_ours``);
    * ``export`` replaces only a graph it exported, ``import-official`` only weights it imported
      (both recognised by the metadata they write);
@@ -110,15 +111,18 @@ class Made:
 
     A folder inside a run directory (its test, eval or plots folder, whether named by default or
     with --out) is unpaired's as a whole, so every file there is ours and nothing is recorded;
-    ``whole`` says so for a run's folder of a release whose config.yaml has no header.
+    ``whole`` says so for a run's folder of a release whose config.yaml has no header (not
+    when that folder is a link, which may lead to the user's files).
     """
 
     def __init__(self, folder: Path | str, *, whole: bool = False):
         self.folder = Path(folder)
         real = _real(self.folder)
-        self.whole = whole or any(RunDir(above).config_is_ours() for above in (real, *real.parents))
+        # a run's folder that is a link leads elsewhere, to files that may be the user's
+        self.whole = ((whole and not self.folder.is_symlink())
+                      or any(RunDir(above).config_is_ours() for above in (real, *real.parents)))
         self.record = self.folder / MADE
-        self._hashes = {} if whole else self._read()
+        self._hashes = {} if self.whole else self._read()
 
     def _read(self) -> dict[str, str]:
         """relative path -> sha256 of the latest record of each file (a line that does not parse is ignored)."""
