@@ -374,6 +374,7 @@ def test_a_second_training_in_the_same_run_is_refused_and_a_dead_ones_lock_is_ta
     (["--num-workers", "-1"], "--num-workers must be at least 0"),
     (["--n-samples", "0"], "--n-samples must be at least 1"),
     (["--iters", "0"], "--iters must be at least 1"),
+    (["--img-size", "4096"], "--img-size must be at most 2048"),
 ])
 def test_train_values_out_of_range_are_one_line(trained, tmp_path, capsys, flags, needle):
     _, data = trained
@@ -393,6 +394,8 @@ def test_train_values_out_of_range_are_one_line(trained, tmp_path, capsys, flags
     (["demo", "--iters", "0"], "argument --iters: must be at least 1"),
     (["export", "--checkpoint", "r", "--out", "g.onnx", "--opset", "0"], "argument --opset: must be at least 1"),
     (["plot", "--run", "r", "--smooth", "nan"], "--smooth must be in [0, 1)"),
+    (["translate", "--checkpoint", "r", "--input", "x", "--out", "o", "--img-size", "100000"],
+     "argument --img-size/--size: must be at most 2048"),  # one picture would outgrow memory: killed, no message
 ])
 def test_other_commands_values_out_of_range_are_one_line(tmp_path, capsys, argv, needle):
     os.chdir(tmp_path)

@@ -30,6 +30,10 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPILE_MODES = ("off", "default", "max-autotune", "max-autotune-no-cudagraphs", "reduce-overhead")
 MEMORY_MODES = ("normal", "lean")
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a 64-bit value
+# The largest square picture side a model runs at: 4 megapixels, four times what inference puts
+# through one forward pass in all; beyond it a single picture's activations outgrow a machine's
+# memory, and the kernel kills the process before any error can be shown.
+MAX_IMG_SIZE = 2048
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,

@@ -34,6 +34,7 @@ positive_int = checked(int, minimum=1)
 positive_float = checked(float, above=0)
 port_number = checked(int, minimum=0, maximum=65535)  # 0: any free port
 seed = checked(int, minimum=0, maximum=opt.MAX_SEED)
+image_size = checked(int, minimum=1, maximum=opt.MAX_IMG_SIZE)
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:

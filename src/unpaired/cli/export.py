@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ._args import positive_int
+from ._args import image_size, positive_int
 
 HELP = "export a model to ONNX (checked against PyTorch with onnxruntime)"
 log = logging.getLogger("unpaired")
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="accept any batch size (default: batch 1, which some runtimes optimise better)")
     parser.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET,
                         help=f"ONNX opset version (default {DEFAULT_OPSET})")
-    parser.add_argument("--img-size", "--size", dest="img_size", type=positive_int, default=None,
+    parser.add_argument("--img-size", "--size", dest="img_size", type=image_size, default=None,
                         help="input size S for a light model (default: its training size); full models keep theirs")
 
 

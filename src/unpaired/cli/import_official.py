@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ._args import positive_int
+from ._args import image_size
 
 HELP = ("convert an official checkpoint (UGATIT-pytorch *_params_*.pt, photo2cartoon .pt, ...) to a "
         ".safetensors weights file")
@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="the official file or folder")
     parser.add_argument("--out", "--output", dest="out", type=Path, required=True,
                         help="weights file to write (.safetensors)")
-    parser.add_argument("--img-size", "--size", dest="img_size", type=positive_int, default=None,
+    parser.add_argument("--img-size", "--size", dest="img_size", type=image_size, default=None,
                         help="training size of a light model (its weights do not record it; default 256); "
                              "full models are checked against it")
 

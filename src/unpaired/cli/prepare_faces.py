@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..faces import BACKGROUNDS, SKIPPED_CSV, prepare_folder
-from ._args import positive_int
+from ._args import image_size
 
 HELP = "detect, align, crop and cut out faces from photos into a training folder (needs unpaired[faces])"
 log = logging.getLogger("unpaired")
@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a photo or a folder of photos (searched recursively)")
     parser.add_argument("--out", "--output", dest="out", type=Path, required=True,
                         help="folder for the face crops (.png) and skipped.csv")
-    parser.add_argument("--img-size", "--size", dest="size", type=positive_int, default=256,
+    parser.add_argument("--img-size", "--size", dest="size", type=image_size, default=256,
                         help="side of the square crops in pixels (default 256)")
     parser.add_argument("--background", choices=BACKGROUNDS, default="white",
                         help="white: cut the person out onto white, as photo2cartoon trains; "

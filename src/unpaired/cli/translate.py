@@ -22,7 +22,7 @@ from ..faces import FaceCrop, FacePreparer
 from ..inference.pictures import FITS
 from ..video import VIDEO_EXTENSIONS, is_video, output_suffix
 from ..viz import save_png
-from ._args import add_device, positive_int, seed
+from ._args import add_device, image_size, positive_int, seed
 
 HELP = "translate images, folders, glob patterns and videos with a trained model"
 log = logging.getLogger("unpaired")
@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=8,
                         help="pictures (or video frames) per forward pass (default 8), capped to bound memory at "
                              "2**20 model pixels per pass: 16 at 256 px, 4 at 512, 1 at 1024")
-    parser.add_argument("--img-size", "--size", dest="img_size", type=positive_int, default=None,
+    parser.add_argument("--img-size", "--size", dest="img_size", type=image_size, default=None,
                         help="model resolution S for a light model (default: its training size, "
                              "256 for an official light .pt); full models run only at their own")
     parser.add_argument("--keep-size", action="store_true", help="resize results to the inputs' width and height")

@@ -24,6 +24,7 @@ def translate_test_sets(run: Path | str, data: Path | None = None, out: Path | N
     """Write OUT/{A2B,B2A}/{translated,heatmap,side_by_side}/<name>.png for every test image
     (OUT defaults to RUN/test; the data to the run's own) and return OUT.
 
+    ``batch_size`` pictures go through one forward pass, fewer at large sizes (``Translator.batch_for``).
     Nothing is written before every output has been checked (``guard``): an explicit OUT may
     hold files of the user's, which are never replaced.
     """
@@ -43,8 +44,9 @@ def translate_test_sets(run: Path | str, data: Path | None = None, out: Path | N
                for name in dataset.names for kind in KINDS]
     guard.check([found.file, *(data / folder for folder in SOURCES.values())], files=targets, ours=made.owns)
     for direction, dataset in sets.items():
-        for start in range(0, len(dataset), batch_size):
-            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        batch = translators[direction].batch_for(batch_size)  # memory bounded as in translate
+        for start in range(0, len(dataset), batch):
+            items = [dataset[i] for i in range(start, min(start + batch, len(dataset)))]
             batch = torch.stack([tensor for tensor, _ in items])
             images, heatmaps = translators[direction].translate_tensor(batch)
             for (real, name), image, heatmap in zip(items, images.cpu(), heatmaps.cpu()):

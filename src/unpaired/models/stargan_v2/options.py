@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import UserError
-from ...options import MAX_SEED, RunOptions, option
+from ...options import MAX_IMG_SIZE, MAX_SEED, RunOptions, option
 
 MIN_IMG_SIZE = 32  # smallest size with one down/up-sampling block in the generator
 MIN_HPF_IMG_SIZE = 128  # the finest face-mask skip (img/8) must lie above the 8 px bottleneck
@@ -28,7 +28,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 class StarGANv2Arch:
     """Everything that fixes the networks' shapes, plus the domain names a checkpoint serves."""
 
-    img_size: int = option(256, "image size, a power of two >= 32", minimum=MIN_IMG_SIZE, aliases=("--size",))
+    img_size: int = option(256, "image size, a power of two >= 32", minimum=MIN_IMG_SIZE,
+                           maximum=MAX_IMG_SIZE, aliases=("--size",))
     style_dim: int = option(64, "style code size", minimum=1)
     latent_dim: int = option(16, "latent code size", minimum=1)
     max_conv_dim: int = option(512, "widest conv layer", minimum=1)

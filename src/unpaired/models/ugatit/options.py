@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ...errors import UserError
 from ...metrics import METRICS
-from ...options import RunOptions, option
+from ...options import MAX_IMG_SIZE, RunOptions, option
 
 DEFAULT_N_DIS = 6  # official global/local discriminator depths 7/5
 
@@ -29,6 +29,7 @@ class UGATITArch:
 
     light: bool = option(False, "light model: the gamma/beta MLP reads pooled features (official --light)")
     img_size: int = option(256, "training crop / test size in pixels, a multiple of 4", minimum=4,
+                           maximum=MAX_IMG_SIZE,
                            aliases=("--size",))
     img_ch: int = option(3, "image channels; only 3 (RGB) is supported, as the official code decodes RGB",
                          choices=(3,))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ...errors import UserError
-from ...options import option
+from ...options import MAX_IMG_SIZE, option
 from ..ugatit.options import UGATITOptions
 
 DEFAULT_N_DIS = 6  # the official default depth
@@ -36,6 +36,7 @@ class UGATITTFArch:
 
     light: bool = option(False, "light model: the gamma/beta MLP reads pooled features (TF --light)")
     img_size: int = option(256, "training crop / test size in pixels, a multiple of 4", minimum=8,
+                           maximum=MAX_IMG_SIZE,
                            aliases=("--size",))
     img_ch: int = option(3, "image channels; only 3 (RGB) is supported", choices=(3,))
     ch: int = option(64, "base channel width (TF --ch)", minimum=1)
