@@ -217,6 +217,10 @@ STATE_DAMAGE = {
     "foreign trainer": lambda path: torch.save({**torch.load(path, weights_only=True), "trainer": {"x": 1}}, path),
     "foreign rng": lambda path: torch.save({**torch.load(path, weights_only=True), "rng": {"torch": torch.zeros(3)}},
                                            path),
+    "optimisers not mappings": lambda path: torch.save(
+        {**(state := torch.load(path, weights_only=True)), "trainer": dict.fromkeys(state["trainer"], "x")}, path),
+    "another step": lambda path: torch.save({**torch.load(path, weights_only=True), "step": -3}, path),
+    "a step beyond any run": lambda path: torch.save({**torch.load(path, weights_only=True), "step": 2**62}, path),
 }
 
 

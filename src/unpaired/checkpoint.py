@@ -211,6 +211,10 @@ def load_state(folder: Path) -> dict[str, Any]:
             and _is_rng_state(state["rng"].get("torch"))):
         raise UserError(f"{path} is not the training state of an unpaired checkpoint "
                         f"(it must hold {', '.join(STATE_KEYS)})")
+    named = int(Path(folder).name) if Path(folder).name.isdigit() else state["step"]
+    if state["step"] != named or state["iters"] < 1:
+        raise UserError(f"{path} records step {state['step']} of {state['iters']}, not the step of its folder "
+                        f"{Path(folder).name}: it was edited or moved; remove that checkpoint folder")
     return state
 
 

@@ -175,7 +175,7 @@ class Training:
         try:
             self.trainer.load_state_dict(state["trainer"])
             _restore_rng(state["rng"])
-        except (KeyError, ValueError, TypeError, RuntimeError) as exc:  # what torch raises for foreign states
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError, RuntimeError) as exc:  # foreign states
             raise UserError(f"{folder / ckpt.STATE} does not fit this run ({type(exc).__name__}: {exc})") from None
         return state
 
