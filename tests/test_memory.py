@@ -44,6 +44,7 @@ FAMILIES = {
     "ugatit-full": ("ugatit", {"light": False, "img_size": 64, "ch": 4, "n_res": 1}),
     "photo2cartoon": ("photo2cartoon", {"img_size": 64, "ch": 8, "n_res": 2}),
     "ugatit_tf": ("ugatit_tf", {"light": True, "img_size": 64, "ch": 4, "n_res": 2}),
+    "ugatit_tf-wgan-gp": ("ugatit_tf", {"light": True, "img_size": 64, "ch": 4, "n_res": 1, "gan_type": "wgan-gp"}),
     "stargan_v2": ("stargan_v2", {"img_size": 32, "max_conv_dim": 16, "domains": ["a", "b"], "batch_size": 2}),
 }
 
@@ -113,7 +114,8 @@ def assert_same_states(a: dict, b: dict) -> None:
 @pytest.mark.parametrize("case", FAMILIES)
 def test_lean_trains_exactly_like_normal(case, faithful):
     """Three iterations of every family: losses, gradients, weights and buffers (spectral-norm
-    u, v included) equal bit for bit. StarGAN v2 checks recomputation under its R1 double backward."""
+    u, v included) equal bit for bit. StarGAN v2 and the TF family's wgan-gp check recomputation
+    under a double backward (R1, the gradient penalty)."""
     model, values = FAMILIES[case]
     normal = train(model, {**values, "faithful": faithful, "memory": "normal"})
     lean = train(model, {**values, "faithful": faithful, "memory": "lean"})

@@ -98,7 +98,7 @@ class Case:
             identity_weight=a["identity_weight"], cam_weight=a["cam_weight"], gan_type=a["gan_type"],
             gp_weight=a["GP_ld"], n_critic=a["n_critic"], iters=a["epoch"] * a["iteration"],
             epoch_iters=a["iteration"], decay_flag=a["decay_flag"], decay_epoch=a["decay_epoch"],
-            fused_adam=False, precision="fp32")
+            fused_adam=False, precision="fp32", memory="normal")
 
 
 @pytest.fixture(scope="module", params=fixture_dirs(), ids=lambda p: p.name)

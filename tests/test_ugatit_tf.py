@@ -414,7 +414,7 @@ def test_lr_schedule_is_tf_s_per_epoch_decay():
 def options(**changes) -> types.SimpleNamespace:
     base = dict(lr=1e-4, weight_decay=1e-4, adv_weight=1, cycle_weight=10, identity_weight=10, cam_weight=1000,
                 gan_type="lsgan", gp_weight=10, n_critic=1, iters=40, epoch_iters=10, decay_flag=True,
-                decay_epoch=2, fused_adam=False, precision="fp32")
+                decay_epoch=2, fused_adam=False, precision="fp32", memory="normal")
     return types.SimpleNamespace(**{**base, **changes})
 
 

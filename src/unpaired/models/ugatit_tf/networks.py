@@ -13,6 +13,7 @@ Same layers, operations and parameters as the TF graph, written as PyTorch modul
   and both feature halves are scaled by ``w + b`` (the discriminator's ``w`` spectrally normalised);
 * the γ/β MLP layers have biases; the full model's MLP reads the NHWC flatten (h, w, c) of the map;
 * spectral norm keeps only ``u`` and runs one power iteration on every call (no eval mode);
+  a discriminator runs all of them before its branches (``TFDiscriminator.forward``);
 * one discriminator per domain holds a local and a global branch (``n_dis`` sets both depths).
 """
 
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ...training.memory import PER_CALL
 from .options import UGATITTFArch
 
 NORM_EPS = 1e-5
@@ -71,15 +73,34 @@ def power_iteration(matrix: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor
         return (v @ matrix.t()) @ u_hat.t(), u_hat
 
 
-def _advance_spectral_norm(layer: nn.Module, matrix: torch.Tensor) -> torch.Tensor:
-    """sigma of ``matrix`` from ``layer.u``, writing ``u'`` back (TF's ``u.assign(u_hat)``)."""
-    sigma, u_hat = power_iteration(matrix, layer.u)
-    with torch.no_grad():
-        layer.u.copy_(u_hat)
-    return sigma
+class SpectralNormed(nn.Module):
+    """A layer whose kernel is spectrally normalised by the σ its discriminator sets per call.
+
+    ``sn_sigma`` is set by ``advance_spectral_norm`` before the layer runs and cleared after the
+    discriminator's call; it is the layer's per-call state (``training.memory.PER_CALL``), so a
+    recomputation in ``--memory lean`` reuses the σ of its own call instead of advancing ``u``
+    again.
+    """
+
+    def _init_spectral_norm(self, out_features: int, sn: bool) -> None:
+        self.sn, self.sn_sigma = sn, None
+        if sn:
+            self.register_buffer("u", torch.randn(1, out_features))
+            setattr(self, PER_CALL, ("sn_sigma",))
+
+    def advance_spectral_norm(self) -> None:
+        """σ of the kernel from the stored ``u``, writing ``u'`` back (TF's ``u.assign(u_hat)``)."""
+        self.sn_sigma, u_hat = power_iteration(self.weight.flatten(1), self.u)
+        with torch.no_grad():
+            self.u.copy_(u_hat)
+
+    def _sigma(self) -> torch.Tensor:
+        if self.sn_sigma is None:
+            raise RuntimeError(f"{type(self).__name__} with spectral norm called outside its discriminator")
+        return self.sn_sigma
 
 
-class TFConv(nn.Module):
+class TFConv(SpectralNormed):
     """``ops.conv``: reflect padding by TF's rule, a kernel, a bias, optionally spectral norm.
 
     ``sn_outputs`` computes conv(x, W)/σ + b instead of conv(x, W/σ) + b: equal math, not equal
@@ -89,19 +110,18 @@ class TFConv(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, pad: int = 0, sn: bool = False):
         super().__init__()
-        self.stride, self.padding, self.sn = stride, reflect_padding(kernel, stride, pad), sn
+        self.stride, self.padding = stride, reflect_padding(kernel, stride, pad)
         self.sn_outputs = False
         self.weight = nn.Parameter(torch.empty(out_ch, in_ch, kernel, kernel).normal_(0.0, INIT_STD))
         self.bias = nn.Parameter(torch.zeros(out_ch))
-        if sn:
-            self.register_buffer("u", torch.randn(1, out_ch))
+        self._init_spectral_norm(out_ch, sn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if any(self.padding):
             x = F.pad(x, self.padding, mode="reflect")
         if not self.sn:
             return F.conv2d(x, self.weight, self.bias, self.stride)
-        sigma = _advance_spectral_norm(self, self.weight.flatten(1))
+        sigma = self._sigma()
         if self.sn_outputs:
             return F.conv2d(x, self.weight, None, self.stride) / sigma + self.bias.view(1, -1, 1, 1)
         return F.conv2d(x, self.weight / sigma, self.bias, self.stride)
@@ -114,7 +134,7 @@ def _glorot_uniform(*shape: int) -> torch.Tensor:
     return torch.empty(*shape).uniform_(-limit, limit)
 
 
-class CAM(nn.Module):
+class CAM(SpectralNormed):
     """``ops.fully_connected_with_w`` called twice (GAP, then GMP with ``reuse=True``).
 
     One kernel ``weight`` (TF ``CAM_logit/kernel`` [C, 1], stored here as [1, C]) and ``bias``
@@ -134,11 +154,10 @@ class CAM(nn.Module):
 
     def __init__(self, channels: int, sn: bool = False, legacy: bool = False):
         super().__init__()
-        self.sn, self.legacy = sn, legacy
+        self.legacy = legacy
         self.weight = nn.Parameter(torch.empty(1, channels).normal_(0.0, INIT_STD))
         self.bias = nn.Parameter(torch.zeros(1))
-        if sn:
-            self.register_buffer("u", torch.randn(1, 1))
+        self._init_spectral_norm(1, sn)
         if legacy and not sn:
             self.feature_weight = nn.Parameter(_glorot_uniform(channels, 1).t().contiguous())
             self.feature_bias = nn.Parameter(_glorot_uniform(1))
@@ -154,7 +173,7 @@ class CAM(nn.Module):
         """``(features [B, 2C, h, w], cam_logit [B, 2] = [GAP, GMP])``."""
         weight = self.weight
         if self.sn:
-            weight = weight / _advance_spectral_norm(self, weight)
+            weight = weight / self._sigma()
         gap = F.linear(x.mean(dim=(2, 3)), weight, self.bias)
         gmp = F.linear(x.amax(dim=(2, 3)), weight, self.bias)  # amax splits ties like tf.reduce_max
         scaled = x * self._feature_scale(weight).view(1, -1, 1, 1)
@@ -309,11 +328,7 @@ class TFGenerator(nn.Module):
         self.logit = TFConv(ch, arch.img_ch, 7, 1, 3)
 
     def memory_blocks(self) -> list[nn.Module]:
-        """What ``--memory lean`` recomputes (training/memory.py): every conv and norm stage but the CAM head's.
-
-        The discriminators name none: their spectral norm advances ``u`` inside each conv's
-        forward, which a recomputation would repeat (memory.py says how a network hoists it).
-        """
+        """What ``--memory lean`` recomputes (training/memory.py): every conv and norm stage but the CAM head's."""
         return [self.conv, self.ins_norm, *self.down, *self.resblocks, *self.adaptive_resblocks, *self.up,
                 self.logit]
 
@@ -382,8 +397,15 @@ class TFDiscriminator(nn.Module):
 
     Every call advances each spectral norm from its stored ``u``. TF's D step calls a
     discriminator on real and on fake images and both calls start from the same stored ``u``;
-    judging ``torch.cat([real, fake])`` in one call reproduces that (see ``train.py``).
+    judging ``torch.cat([real, fake])`` in one call reproduces that (see ``train.py``). The
+    power iterations run first, for every layer, then the branches with those σ: the same numbers
+    as running each where its layer is, and what lets ``--memory lean`` recompute the branches
+    without advancing ``u`` again (``memory_blocks``).
     """
+
+    # Set by the recipe: False where the loss differentiates a call twice (a gradient penalty),
+    # so the branches are recomputed whole, as training/memory.py needs.
+    memory_keeps_convolutions = True
 
     def __init__(self, arch: UGATITTFArch):
         super().__init__()
@@ -392,8 +414,19 @@ class TFDiscriminator(nn.Module):
             "global": DiscriminatorBranch(arch.img_ch, arch.ch, arch.global_strided, arch.legacy_cam),
         })
 
+    def memory_blocks(self) -> list[nn.Module]:
+        """What ``--memory lean`` recomputes (training/memory.py): both branches, below the power iterations."""
+        return list(self.branches.values())
+
     def forward(self, x: torch.Tensor) -> DiscriminatorOutput:
-        local, whole = self.branches["local"](x), self.branches["global"](x)
+        normed = [layer for layer in self.modules() if isinstance(layer, SpectralNormed) and layer.sn]
+        for layer in normed:
+            layer.advance_spectral_norm()
+        try:
+            local, whole = self.branches["local"](x), self.branches["global"](x)
+        finally:
+            for layer in normed:
+                layer.sn_sigma = None  # a call's σ is its own (lean recomputation keeps a copy)
         return DiscriminatorOutput(*zip(local, whole))
 
 

@@ -16,9 +16,9 @@ from ...training import speed
 from ..ugatit.options import validate
 from ..ugatit.recipe import UGATITRecipe
 from .data import TFTrainTransform
-from .networks import LIN, build_ugatit_tf, set_sn_outputs
+from .networks import DISCRIMINATOR_NAMES, LIN, build_ugatit_tf, set_sn_outputs
 from .options import DEFAULT_N_DIS, UGATITTFOptions
-from .train import UGATITTFTrainer, tf_lr
+from .train import PENALISED, UGATITTFTrainer, tf_lr
 
 
 class UGATITTFRecipe(UGATITRecipe):
@@ -42,9 +42,12 @@ class UGATITTFRecipe(UGATITRecipe):
 
     def accelerate(self, nets: dict[str, nn.Module], opts: UGATITTFOptions, device: torch.device) -> None:
         """The TF networks keep their own spectral norm (one stored u); sn_outputs switches it to
-        dividing the conv outputs, the rest is the shared mechanism."""
+        dividing the conv outputs, the rest is the shared mechanism. A gradient penalty
+        differentiates the discriminators twice: lean mode then recomputes their branches whole."""
         for net in nets.values():
             set_sn_outputs(net, bool(opts.sn_outputs))
+        for name in DISCRIMINATOR_NAMES:
+            nets[name].memory_keeps_convolutions = opts.gan_type not in PENALISED
         speed.accelerate(nets, dataclasses.replace(opts, sn_outputs=False), device)
 
     def make_trainer(self, nets: dict[str, nn.Module], opts: UGATITTFOptions, raw: dict[str, nn.Module]):
