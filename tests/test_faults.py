@@ -443,3 +443,16 @@ def test_truncated_and_garbled_pictures_in_a_folder_are_skipped(trained, tmp_pat
     assert main(["translate", "--checkpoint", str(run), "--input", str(folder), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "good.png").is_file() and "skipping" in caplog.text
     assert file_hashes(folder) == before
+
+
+@pytest.mark.parametrize("content,needle", [(b"\xff\xfe\x00garbage\n", "not a text file (not UTF-8)"),
+                                            (b'a,b\n"x\x00y",z\n', "not a text file (it holds NUL bytes)")])
+def test_a_binary_pairs_file_is_one_line(run_copy, trained, tmp_path, capsys, content, needle):
+    _, data = trained
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    (copy / "pairs.csv").write_bytes(content)
+    before = file_hashes(copy)
+    assert main(["eval", "--run", str(run_copy), "--data", str(copy), "--metrics", "l1", "--device", "cpu"]) == 2
+    assert f"the pairs file {copy / 'pairs.csv'} is {needle}" in one_error_line(capsys)
+    assert file_hashes(copy) == before

@@ -123,14 +123,9 @@ def load_torch_file(path: Path | str, what: str, hint: str = "") -> Any:
         raise UserError(f"{path} is not {what}: {reason}") from None
 
 
-def read_yaml_mapping(path: Path | str, what: str = "config file") -> dict[str, Any]:
-    """Read a YAML file that must hold a mapping; one-line errors for anything else.
-
-    A missing file, a folder, binary or non-UTF-8 bytes, malformed YAML and a YAML value that is
-    not a mapping each name the file and what is wrong with it.
-    """
-    import yaml
-
+def read_user_text(path: Path | str, what: str) -> str:
+    """The text of a user's file (UTF-8); a one-line error naming ``what`` it should be when it
+    is missing, a folder, unreadable, binary or not UTF-8."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{what} not found: {path}")
@@ -144,6 +139,18 @@ def read_yaml_mapping(path: Path | str, what: str = "config file") -> dict[str, 
         raise UserError(f"cannot read {what} {path} ({exc.strerror or exc})") from None
     if "\x00" in text:
         raise UserError(f"{what} {path} is not a text file (it holds NUL bytes)")
+    return text
+
+
+def read_yaml_mapping(path: Path | str, what: str = "config file") -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; one-line errors for anything else.
+
+    A missing file, a folder, binary or non-UTF-8 bytes, malformed YAML and a YAML value that is
+    not a mapping each name the file and what is wrong with it.
+    """
+    import yaml
+
+    text = read_user_text(path, what)
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

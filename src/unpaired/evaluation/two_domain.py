@@ -20,6 +20,7 @@ The JSON report (``RUN/eval/<step>.json``)::
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from torch import nn
 
 from .. import metrics as m
 from ..errors import UserError
+from ..files import read_user_text
 from ..metrics import METRICS
 from ..run import RunDir
 from .common import (
@@ -75,11 +77,13 @@ def read_pairs(root: Path, a: HeldOutImages, b: HeldOutImages) -> list[tuple[int
         return None
     index = {domain: {(root / f"test{domain}" / name).resolve(): i for i, name in enumerate(images.names)}
              for domain, images in (("A", a), ("B", b))}
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
+    reader = csv.DictReader(io.StringIO(read_user_text(path, "the pairs file"), newline=""))
+    try:
         if not {"a", "b"} <= set(reader.fieldnames or ()):
             raise UserError(f"{path} needs a header with columns a,b (found {','.join(reader.fieldnames or [])})")
         pairs = [_pair_indices(row, reader.line_num, path, root, index) for row in reader]
+    except csv.Error as exc:
+        raise UserError(f"{path} line {reader.line_num}: not readable as CSV ({exc})") from None
     if not pairs:
         raise UserError(f"{path} lists no pairs")
     return pairs
