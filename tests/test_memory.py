@@ -125,6 +125,56 @@ def test_lean_trains_exactly_like_normal(case, faithful):
     assert_same_states(lean[2], normal[2])
 
 
+@pytest.mark.parametrize("faithful", [False, True], ids=["default", "faithful"])
+@pytest.mark.parametrize("case", ["ugatit-full", "ugatit_tf-full"])
+def test_linears_in_weight_layout_train_exactly_like_normal(case, faithful, monkeypatch):
+    """Every linear layer (not only the large ones) with its weight gradient in the weight's
+    layout: the same losses, gradients and weights as normal, bit for bit, at batch 1."""
+    model, values = {**FAMILIES, "ugatit_tf-full": ("ugatit_tf", {"light": False, "img_size": 64, "ch": 4,
+                                                                   "n_res": 1})}[case]
+    normal = train(model, {**values, "faithful": faithful, "memory": "normal"})
+    monkeypatch.setattr(memory, "LARGE_LINEAR", 1)
+    lean = train(model, {**values, "faithful": faithful, "memory": "lean"})
+    assert lean[0] == normal[0]
+    assert all(torch.equal(a, b) for a, b in zip(lean[1], normal[1]))
+    assert_same_states(lean[2], normal[2])
+
+
+def test_a_linear_used_three_times_sums_its_weight_gradient_in_place():
+    """Peak resident memory of a backward pass through a 256 MiB weight used three times: the
+    gradient and one use's beside it (2 weights' worth), not the sum so far, a use's and their
+    sum (3), which is what autograd does with F.linear's transposed weight gradients."""
+    layer = torch.nn.Linear(1 << 20, 64, bias=False)
+    assert layer.weight.numel() >= memory.LARGE_LINEAR
+    inputs = [torch.randn(1, 1 << 20) for _ in range(3)]
+    size = layer.weight.numel() * 4
+
+    def backward_peak() -> float:
+        """Weights' worth of memory the backward pass added at its peak (VmHWM after a reset)."""
+        layer.weight.grad = None
+        loss = sum(layer(x).square().sum() for x in inputs)
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+        before = resident_kib("VmRSS")
+        loss.backward()
+        return (resident_kib("VmHWM") - before) * 1024 / size
+
+    plain = backward_peak()
+    expected = layer.weight.grad.clone()
+    assert memory.accumulate_large_linears(torch.nn.Sequential(layer)) == 1
+    lean = backward_peak()
+    assert torch.equal(layer.weight.grad, expected)
+    assert plain > 2.7 and 1.7 < lean < 2.3, (plain, lean)
+
+
+def resident_kib(field: str) -> int:
+    """VmRSS or VmHWM (the peak since the last reset through /proc/self/clear_refs) of this process."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise LookupError(field)
+
+
 # ----------------------------------------------------------------------------- the official fixtures
 
 

@@ -13,6 +13,9 @@ convolution (padding, normalisation statistics and intermediates, activations). 
   mode's, only its saved tensors come back by recomputing, so gradients are summed in the same
   order and the numbers are the same, bit for bit where the kernels are deterministic
   (``tests/test_memory.py``);
+* gives large linear layers their weight gradient in the weight's own layout
+  (``accumulate_large_linears``), so that autograd sums the gradients of a layer used several
+  times in one step in place;
 * drops each optimiser's gradients as soon as it has stepped (the trainers call
   ``release_gradients``), so the D step's gradients are not held through the G step, nor G's
   through the next D step, and hands the heap memory freed so far back to the system.
@@ -53,6 +56,9 @@ PER_CALL = "per_call_state"  # on a layer: names of the attributes a network pre
 # per value (input channels per group × kernel area); cheaper ones (an RGB stem: 3 × 7 × 7, the
 # hourglasses' narrow units) are recomputed like the norms.
 KEEP_CONVOLUTIONS_FROM = 1024
+# Linear layers with at least this many weights (64 MiB in fp32) get ``accumulate_large_linears``:
+# the full U-GAT-IT's γ/β MLP reads the whole 64 × 64 × 256 map at 256 px (268 M weights).
+LARGE_LINEAR = 1 << 24
 
 State = Sequence[tuple[nn.Module, str]]
 
@@ -71,6 +77,50 @@ def per_call_state(block: nn.Module) -> list[tuple[nn.Module, str]]:
 def checkpoint_network(net: nn.Module) -> int:
     """Checkpoint ``net``'s ``memory_blocks()`` as the network asks (see the module docstring)."""
     return checkpoint_blocks(memory_blocks(net), keep_convolutions=getattr(net, "memory_keeps_convolutions", True))
+
+
+def accumulate_large_linears(net: nn.Module) -> int:
+    """Compute the weight gradient of ``net``'s large linear layers as ``gradᵀ · x`` [out, in].
+
+    ``F.linear`` differentiates its weight through a transpose, so each use's weight gradient
+    reaches autograd as a transposed view, which autograd cannot add to in place: a weight used
+    k ≥ 2 times in one backward pass peaks at three copies of it (the sum so far, the new use's
+    gradient, their sum), the full U-GAT-IT generator's 1 GiB MLP weight at 3 GiB. Given in the
+    weight's layout, the uses are summed in place (two copies), in the same order. Each value is
+    the same product (bit for bit at batch 1, where every entry is one product; within float
+    rounding for larger batches, which the GEMM may sum in another order). Under autocast a
+    layer runs as before (its backward would need the casts). Returns the number of layers.
+    """
+    count = 0
+    for layer in net.modules():
+        if isinstance(layer, nn.Linear) and layer.weight.numel() >= LARGE_LINEAR:
+            layer.forward = functools.partial(_linear_in_weight_layout, layer)
+            count += 1
+    return count
+
+
+def _linear_in_weight_layout(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    if torch.is_autocast_enabled(x.device.type) or x.dim() != 2:
+        return nn.functional.linear(x, layer.weight, layer.bias)
+    return _WeightLayoutLinear.apply(x, layer.weight, layer.bias)
+
+
+class _WeightLayoutLinear(torch.autograd.Function):
+    """``F.linear`` for a [B, in] input whose weight gradient is [out, in] (not a transposed view)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return nn.functional.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = grad.mm(weight) if ctx.needs_input_grad[0] else None
+        grad_weight = grad.t().mm(x) if ctx.needs_input_grad[1] else None
+        grad_bias = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_weight, grad_bias
 
 
 def checkpoint_blocks(blocks: Iterable[nn.Module], keep_convolutions: bool = True) -> int:

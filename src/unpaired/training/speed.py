@@ -189,7 +189,8 @@ def accelerate(nets: dict[str, nn.Module], opts, device: torch.device) -> dict[s
     state_dict keys, checkpoints, DDP wrapping and the trainer's ``raw`` networks are unchanged.
     ``--memory lean`` hoists spectral norm as ``--sn-outputs`` and compiling do (whatever
     ``sn_outputs`` says: the power iterations must run outside the recomputed blocks) and
-    checkpoints each network's ``memory_blocks()``.
+    checkpoints each network's ``memory_blocks()``, and its large linear layers sum their weight
+    gradients in place (``memory.accumulate_large_linears``).
     Call it after moving the networks to ``device`` and before building the trainer and DDP.
     """
     if any(_is_auto(getattr(opts, name)) for name in (*FAITHFUL, "benchmark_flag")):
@@ -202,6 +203,7 @@ def accelerate(nets: dict[str, nn.Module], opts, device: torch.device) -> dict[s
             rework_spectral_norm(net, divide_outputs=opts.sn_outputs)
         if opts.memory == "lean":
             memory.checkpoint_network(net)
+            memory.accumulate_large_linears(net)
         if opts.compile != "off":
             net.compile(mode=None if opts.compile == "default" else opts.compile)
     return nets
