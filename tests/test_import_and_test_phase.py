@@ -64,7 +64,8 @@ def test_test_phase_writes_translation_heatmap_and_side_by_side(tiny_data, tmp_p
     run = tmp_path / "run"
     assert main(["train", "--data", str(tiny_data), "--out", str(run), *TINY, "--iters", "2", "--save-freq", "2",
                  "--print-freq", "2"]) == 0
-    assert main(["test", "--checkpoint", str(run), "--device", "cpu"]) == 0
+    # three test pictures per domain in passes of two: more than one batch
+    assert main(["test", "--checkpoint", str(run), "--device", "cpu", "--batch-size", "2"]) == 0
     for direction, domain in (("A2B", "testA"), ("B2A", "testB")):
         names = sorted(p.with_suffix(".png").name for p in (tiny_data / domain).iterdir())
         for kind, width in (("translated", 32), ("heatmap", 32), ("side_by_side", 96)):

@@ -37,22 +37,32 @@ def translate_test_sets(run: Path | str, data: Path | None = None, out: Path | N
     data = Path(data) if data is not None else run.data()
     made = guard.Made(out) if out is not None else guard.Made(run.test, whole=True)
     out = made.folder
-    translators = {direction: load_translator(found, direction=direction, device=device) for direction in SOURCES}
-    sets = {direction: NamedImageDataset(list_images(data / folder), ResizeTransform(translators[direction].img_size),
+    first = next(iter(SOURCES))
+    translator = load_translator(found, direction=first, device=device)
+    # One checkpoint: both directions translate at its size. One generator is in memory at a time.
+    sets = {direction: NamedImageDataset(list_images(data / folder), ResizeTransform(translator.img_size),
                                          root=data / folder) for direction, folder in SOURCES.items()}
     targets = [out / direction / kind / Path(name).with_suffix(".png") for direction, dataset in sets.items()
                for name in dataset.names for kind in KINDS]
     guard.check([found.file, *(data / folder for folder in SOURCES.values())], files=targets, ours=made.owns)
     for direction, dataset in sets.items():
-        batch = translators[direction].batch_for(batch_size)  # memory bounded as in translate
-        for start in range(0, len(dataset), batch):
-            items = [dataset[i] for i in range(start, min(start + batch, len(dataset)))]
-            batch = torch.stack([tensor for tensor, _ in items])
-            images, heatmaps = translators[direction].translate_tensor(batch)
-            for (real, name), image, heatmap in zip(items, images.cpu(), heatmaps.cpu()):
-                fake, real_u8 = to_uint8_image(image), to_uint8_image(real)
-                hm = colorize_heatmap(heatmap, real.shape[-1])
-                for kind, picture in zip(KINDS, (fake, hm, make_grid([real_u8, hm, fake]))):
-                    made.add(save_png(picture, out / direction / kind / Path(name).with_suffix(".png")))
+        if direction != first:
+            del translator
+            translator = load_translator(found, direction=direction, device=device)
+        _translate_set(translator, dataset, out / direction, made, batch_size)
         log.info(f"{direction}: {len(dataset)} test images → {out / direction}")
     return out
+
+
+def _translate_set(translator, dataset: NamedImageDataset, out: Path, made: guard.Made, batch_size: int) -> None:
+    """OUT/{translated,heatmap,side_by_side}/<name>.png for every picture of ``dataset``, a batch
+    at a time (memory bounded as in translate: ``Translator.batch_for``)."""
+    per_pass = translator.batch_for(batch_size)
+    for start in range(0, len(dataset), per_pass):
+        items = [dataset[i] for i in range(start, min(start + per_pass, len(dataset)))]
+        images, heatmaps = translator.translate_tensor(torch.stack([tensor for tensor, _ in items]))
+        for (real, name), image, heatmap in zip(items, images.cpu(), heatmaps.cpu()):
+            fake, real_u8 = to_uint8_image(image), to_uint8_image(real)
+            hm = colorize_heatmap(heatmap, real.shape[-1])
+            for kind, picture in zip(KINDS, (fake, hm, make_grid([real_u8, hm, fake]))):
+                made.add(save_png(picture, out / kind / Path(name).with_suffix(".png")))
