@@ -1,8 +1,10 @@
-"""Shared test helpers: tiny two-domain datasets and reading a run's TensorBoard scalars."""
+"""Shared test helpers: tiny two-domain datasets, reading a run's TensorBoard scalars, parity checks
+run in a child process with the official fixtures' kernels."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -95,3 +97,23 @@ def read_scalars(run: Path, tag: str) -> dict[int, float]:
         if tag in acc.Tags()["scalars"]:
             values.update({e.step: e.value for e in acc.Scalars(tag)})
     return values
+
+
+# oneDNN and ATen capped at AVX2: the kernels the official fixtures were made with. On an AVX-512
+# CPU oneDNN picks other convolution kernels, which move results by float rounding; it reads the
+# cap once, at its first convolution, so checks that must be bit-identical run in a child process.
+FIXTURE_KERNELS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
+def checks_from_child(script: str | Path, kind: str, path: Path, out_dir: Path, src: Path) -> dict[str, list[dict]]:
+    """Run ``script kind path OUT`` (a parity test file run as a script) in a fresh process with
+    ``src``'s unpaired and the fixtures' kernels (variables already set in the environment win);
+    the checks it wrote to OUT, by group. A failure inside fails the test with its traceback."""
+    out = out_dir / "checks.json"
+    env = {**os.environ, **{k: os.environ.get(k, v) for k, v in FIXTURE_KERNELS.items()},
+           "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(script), kind, str(path), str(out)], env=env, capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"computing the {kind} checks of {path.name} failed:\n{proc.stderr[-6000:]}")
+    return json.loads(out.read_text())

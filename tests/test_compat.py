@@ -39,14 +39,13 @@ from PIL import Image
 
 from unpaired.cli import main
 
-from conftest import read_scalars
+from conftest import FIXTURE_KERNELS, read_scalars
 
 UNPAIRED_SRC = Path(sys.modules[main.__module__].__file__).resolve().parents[2]  # the tree under test
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "compat_fixtures" / "0.1.0"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
 GENERATOR = REPO / "tools" / "make_compat_fixtures.py"
-KERNELS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 TWO_DOMAIN = ("ugatit", "photo2cartoon")
 FAMILIES = (*TWO_DOMAIN, "stargan_v2")
 ONNX_FILE = {"ugatit": "model_A2B.onnx", "photo2cartoon": "model_A2B.onnx", "stargan_v2": "model.onnx"}
@@ -89,7 +88,7 @@ def regenerated(tmp_path_factory) -> Path:
     generator = root / GENERATOR.name
     generator.write_bytes(git("show", f"{made.decode().strip()}:{GENERATOR.relative_to(REPO).as_posix()}",
                               why="the fixtures' generator"))
-    env = {**os.environ, **KERNELS, "PYTHONPATH": str(root / "source" / "src")}
+    env = {**os.environ, **FIXTURE_KERNELS, "PYTHONPATH": str(root / "source" / "src")}
     proc = subprocess.run([sys.executable, str(generator), "--out", str(root / "out"), "--only", *families,
                            "--keep-large"], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, f"regenerating {families} with 0.1.0 failed:\n{proc.stderr[-4000:]}"
@@ -125,7 +124,7 @@ def run_in_child(commands: dict[str, list[str]], work: Path) -> dict[str, dict]:
     and one thread; returns per command its exit code and, if it raised, the traceback."""
     (work / "commands.json").write_text(json.dumps(commands))
     path = os.pathsep.join([str(UNPAIRED_SRC), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, **KERNELS, "PYTHONPATH": path}
+    env = {**os.environ, **FIXTURE_KERNELS, "PYTHONPATH": path}
     proc = subprocess.run([sys.executable, __file__, str(work / "commands.json"), str(work / "results.json")],
                           env=env, capture_output=True, text=True)
     assert proc.returncode == 0, f"the CLI child process failed:\n{proc.stderr[-4000:]}"

@@ -30,7 +30,6 @@ import hashlib
 import json
 import math
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import checks_from_child
 from unpaired import load_translator
 from unpaired.models.photo2cartoon import networks as p2c_networks
 from unpaired.models.photo2cartoon.mobilefacenet import load_mobilefacenet
@@ -131,20 +131,11 @@ def translate_results(translate_file, tmp_path_factory) -> dict[str, list]:
     return checks_in_child("translate", translate_file, tmp_path_factory.mktemp("checks"))
 
 
-KERNELS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
-
-
 def checks_in_child(kind: str, path: Path, out_dir: Path) -> dict[str, list]:
     """Run ``child_main`` on one fixture in a fresh process with the fixtures' kernels; returns its
     checks by group. A failure inside it fails the test with the child's traceback."""
-    out = out_dir / "checks.json"
-    env = {**os.environ, **{k: os.environ.get(k, v) for k, v in KERNELS.items()},
-           "PYTHONPATH": os.pathsep.join([str(UNPAIRED_SRC), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, __file__, kind, str(path), str(out)], env=env, capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        pytest.fail(f"computing the {kind} checks of {path.name} failed:\n{proc.stderr[-6000:]}")
-    return {group: [Check(**c) for c in items] for group, items in json.loads(out.read_text()).items()}
+    checks = checks_from_child(__file__, kind, path, out_dir, UNPAIRED_SRC)
+    return {group: [Check(**c) for c in items] for group, items in checks.items()}
 
 
 # ----------------------------------------------------------------------------- README record format

@@ -21,7 +21,7 @@ Kernels. The fixtures were made at one thread on an AVX2 CPU. On an AVX-512 CPU 
 convolution kernels, which moves the results by float rounding (1e-7), enough to break bit
 equality and, through Adam's sign-like first step, the README's 1e-5 gate on a zero-initialised
 bias. The numeric checks therefore run in a child process (this file run as a script) with
-oneDNN and ATen capped at AVX2 (``KERNELS``; variables already set in the environment win):
+oneDNN and ATen capped at AVX2 (``conftest.FIXTURE_KERNELS``; variables already set in the environment win):
 oneDNN reads the cap once, at its first convolution, so it cannot be set inside a pytest
 process that has run other tests.
 """
@@ -35,7 +35,6 @@ import json
 import math
 import os
 import re
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -47,6 +46,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from conftest import checks_from_child
 from unpaired.models.stargan_v2 import networks as stargan_networks
 from unpaired.models.stargan_v2 import train as stargan_train
 from unpaired.models.stargan_v2.data import StarGANv2Batch
@@ -134,21 +134,12 @@ def full_results(full_file, tmp_path_factory) -> dict[str, list]:
     return checks_in_child("full", full_file, tmp_path_factory.mktemp("checks"))
 
 
-KERNELS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
-
-
 def checks_in_child(kind: str, path: Path, out_dir: Path) -> dict[str, list]:
     """Run ``child_main`` on one fixture in a fresh process with the fixtures' kernels (see the
     module docstring); returns its checks by group. A failure inside (a missing key, a wrong
     shape, a regenerated tensor that differs) fails the test with the child's traceback."""
-    out = out_dir / "checks.json"
-    env = {**os.environ, **{k: os.environ.get(k, v) for k, v in KERNELS.items()},
-           "PYTHONPATH": os.pathsep.join([str(UNPAIRED_SRC), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, __file__, kind, str(path), str(out)], env=env, capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        pytest.fail(f"computing the {kind} checks of {path.name} failed:\n{proc.stderr[-6000:]}")
-    return {group: [Check(**c) for c in items] for group, items in json.loads(out.read_text()).items()}
+    checks = checks_from_child(__file__, kind, path, out_dir, UNPAIRED_SRC)
+    return {group: [Check(**c) for c in items] for group, items in checks.items()}
 
 
 @contextlib.contextmanager
