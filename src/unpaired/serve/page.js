@@ -1,6 +1,6 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
-let settings = null, controls = null, picture = null, reference = null, shown = null, latest = 0;
+let settings = null, controls = null, picture = null, reference = null, latest = 0;
 
 const megabytes = (bytes) => String(Math.round(bytes / 1e4) / 100);
 const stem = (file) => file.name.replace(/\.[^.]*$/, "");
@@ -128,7 +128,6 @@ function made(template) {
 
 // Every output in its own figure with its download link, its attention map (if any) before it.
 function show(reply) {
-  shown = reply;
   $("input").src = reply.input;
   for (const old of document.querySelectorAll("#result .made")) old.remove();
   for (const output of reply.outputs) {

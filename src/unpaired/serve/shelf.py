@@ -276,7 +276,11 @@ class ModelShelf:
 
     def controls(self, name: str) -> Controls:
         """The page's controls for a model, loading it the first time (so a broken checkpoint is
-        reported when it is chosen)."""
+        reported when it is chosen). Known controls are answered without the lock, which a
+        translation holds: a request parses its query and decodes while another is translated."""
+        known = self._controls.get(name)  # entries are only ever added
+        if known is not None:
+            return known
         with self._lock:
             if name not in self._controls:
                 translator = self._translator(name)
