@@ -143,15 +143,15 @@ def plan(inputs: list[str], out: Path, tags: list[str], videos: bool = True) -> 
                 log.warning(f"skipping {job.source}: videos are not translated with multi-domain models")
                 skipped += 1
                 continue
-            taken = [(target, owners[target]) for target in job.targets(out, tags) if target in owners]
-            if taken and taken[0][1].source.resolve() == job.source.resolve():
+            targets = job.targets(out, tags)
+            taken = next((target for target in targets if target in owners), None)
+            if taken is not None and owners[taken].source.resolve() == job.source.resolve():
                 continue
-            if taken:
-                target, other = taken[0]
-                log.warning(f"skipping {job.source}: its result {target} is already {other.source}'s")
+            if taken is not None:
+                log.warning(f"skipping {job.source}: its result {taken} is already {owners[taken].source}'s")
                 skipped += 1
                 continue
-            owners.update(dict.fromkeys(job.targets(out, tags), job))
+            owners.update(dict.fromkeys(targets, job))
             jobs.append(job)
     return jobs, skipped
 
