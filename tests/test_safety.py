@@ -221,3 +221,8 @@ def test_prepare_faces_never_writes_into_its_input_or_over_the_users_pictures(ph
     out.mkdir()
     Image.new("RGB", (4, 4)).save(out / "c.png")  # where c.jpg's crop would go
     refused(capsys, tmp_path, ["prepare-faces", "--input", str(photos), "--out", str(out)], "c.png exists")
+    numbered = tmp_path / "numbered"
+    numbered.mkdir()
+    Image.new("RGB", (4, 4)).save(numbered / "b_2.png")  # where b.png's second face would go with --all
+    refused(capsys, tmp_path, ["prepare-faces", "--input", str(photos), "--out", str(numbered), "--all"],
+            "b_2.png exists")

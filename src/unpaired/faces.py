@@ -23,10 +23,10 @@ MediaPipe is the optional extra ``unpaired[faces]``; it is imported only when a
 from __future__ import annotations
 
 import csv
-import glob
 import io
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -316,12 +316,25 @@ def _check_outputs(source: Path, output: Path, files: list[tuple[Path, Path]], e
     of every photo, with ``every`` also the NAME_N.png already there, and skipped.csv."""
     made = guard.Made(output)
     planned = [output / SKIPPED_CSV]
+    numbered: dict[Path, dict[str, list[Path]]] = {}  # each output folder listed once
     for _, relative in files:
-        planned.append(_crop_path(output, relative))
+        crop = _crop_path(output, relative)
+        planned.append(crop)
         if every:
-            planned += sorted(_crop_path(output, relative).parent.glob(f"{glob.escape(relative.stem)}_[0-9]*.png"))
+            if crop.parent not in numbered:
+                numbered[crop.parent] = _numbered_crops(crop.parent)
+            planned += numbered[crop.parent].get(relative.stem, [])
     guard.check([source], files=list(dict.fromkeys(planned)), ours=made.owns)
     return made
+
+
+def _numbered_crops(folder: Path) -> dict[str, list[Path]]:
+    """The NAME_N....png files in ``folder``, under every NAME they match as ``NAME_[0-9]*.png``."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted(folder.glob("*_[0-9]*.png")):
+        for underscore in re.finditer(r"_(?=[0-9])", path.name):
+            found.setdefault(path.name[:underscore.start()], []).append(path)
+    return found
 
 
 def prepare_folder(source: Path, output: Path, size: int = 256, background: str = "white",
